@@ -1,0 +1,1 @@
+//! Real components on loopback for tests (placeholder until the testbed lands).
