@@ -9,6 +9,8 @@ mod key;
 mod layout;
 mod lint;
 mod pem;
+#[cfg(feature = "rustls")]
+mod tls;
 
 // The API.
 pub use ca::{
@@ -30,3 +32,9 @@ pub use layout::{
 pub use lint::{Lint, LintCode, Severity};
 pub use pem::{certificates_from_pem, der_to_pem};
 pub use rustls_pki_types::CertificateDer;
+#[cfg(feature = "rustls")]
+pub use tls::{
+    ClientAuth, client_config, load_certificates, load_private_key, provider, server_config,
+};
+#[cfg(feature = "connect")]
+pub use tls::{Handshake, check_connection};
