@@ -79,8 +79,10 @@ pub enum Reason {
     MatchedName(Box<str>),
     /// No entry matched, in whitelist mode.
     NotWhitelisted,
-    /// No entry matched and reverse DNS for the IP-literal registry failed (fail closed).
-    ReverseDnsFailed(Box<str>),
+    /// No entry matched an IP-literal registry and reverse DNS gave no name that does: the lookup
+    /// failed, found no PTR name, found no confirmed one, or found names no wildcard covers (fail
+    /// closed). The text says which.
+    ReverseDns(Box<str>),
     /// A policy that is part of an intersection denied it.
     DeniedByMember(usize),
 }
@@ -166,7 +168,7 @@ impl fmt::Display for Decision<'_> {
                 list(l),
                 self.registry.host()
             ),
-            (Reason::ReverseDnsFailed(why), _) => write!(
+            (Reason::ReverseDns(why), _) => write!(
                 f,
                 "Access denied to unauthorized registry ({}) while VCH is in whitelist mode (reverse DNS: {why})",
                 self.registry
@@ -464,7 +466,7 @@ impl Policy {
             return decision;
         }
         Decision {
-            reason: Reason::ReverseDnsFailed(why.into()),
+            reason: Reason::ReverseDns(why.into()),
             ..decision
         }
     }

@@ -1,0 +1,9 @@
+//! `vch-admin` end to end: the real binary, its output and exit codes.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failing test should panic with its location"
+)]
+
+mod check;

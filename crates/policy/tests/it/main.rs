@@ -1,0 +1,10 @@
+//! Integration tests of vch-policy: reverse DNS against a real dnsmasq, and allocation counting.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failing test should panic with its location"
+)]
+
+mod alloc;
+mod reverse_dns;
