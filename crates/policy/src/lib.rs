@@ -6,7 +6,7 @@
 //! - `dns` (default): [`HickoryResolver`], reverse DNS through hickory-resolver on tokio.
 //! - `tls` (default): [`Policy::registry_root_store`], registry CAs as a rustls root store, and
 //!   X.509 validation of CA files.
-//! - `oracle`: [`oracle::LinearPolicy`], the naive reference implementation.
+//! - `oracle`: `oracle::LinearPolicy`, the naive reference implementation.
 //!
 //! With `--no-default-features` the crate does no I/O beyond reading CA files on request and
 //! needs no async runtime.
