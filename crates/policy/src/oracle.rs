@@ -1,6 +1,6 @@
 //! The naive reference implementation: every entry checked in turn with [`Entry::matches`].
 //!
-//! It defines what the compiled [`Policy`] must answer; property tests, the differential fuzz
+//! It defines what the compiled [`Policy`](crate::Policy) must answer; property tests, the differential fuzz
 //! target and the benches compare the two. Enabled by the `oracle` feature.
 
 use crate::entry::Entry;
