@@ -2,9 +2,16 @@
 //!
 //! Exit codes: 0 success, 1 the operation found a problem (an image denied, a lint error),
 //! 2 usage or configuration error.
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command line prints")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command line prints"
+)]
 
 mod check;
+pub mod config;
+mod create;
+mod inspect;
 
 use std::process::ExitCode;
 
@@ -30,12 +37,18 @@ pub struct Cli {
 pub enum Command {
     /// Decide whether images may be pulled under a registry policy.
     Check(check::CheckArgs),
+    /// Create a VCH directory: certificates, an env file and vch.toml.
+    Create(create::CreateArgs),
+    /// Show a VCH's configuration and certificates with lints; exit 1 on errors.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Runs one parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Create(args) => create::run(args),
+        Command::Inspect(args) => inspect::run(args),
     }
 }
 

@@ -87,8 +87,9 @@ pub enum Layout {
 /// The PEM texts of a deployment's certificates and keys; absent parts are not written.
 #[derive(Debug, Clone, Default)]
 pub struct Bundle {
-    /// The CA certificate (or chain of CA certificates) clients and servers trust.
-    pub ca_cert: String,
+    /// The CA certificate (or chain of CA certificates) clients and servers trust; `None` when
+    /// the server certificate comes from elsewhere and no CA file is kept.
+    pub ca_cert: Option<String>,
     /// The CA key, only when this deployment owns its CA.
     pub ca_key: Option<String>,
     /// Server certificate (chain) and key.
@@ -119,10 +120,10 @@ impl Bundle {
             ],
             Layout::CertsD { host, port } => {
                 let dir = Path::new("certs.d").join(certs_d_dir_name(host, *port)?);
-                let mut out = vec![PlannedFile::public(
-                    dir.join("ca.crt"),
-                    self.ca_cert.clone(),
-                )];
+                let mut out = Vec::new();
+                if let Some(ca) = &self.ca_cert {
+                    out.push(PlannedFile::public(dir.join("ca.crt"), ca.clone()));
+                }
                 if let Some((cert, key)) = &self.client {
                     out.push(PlannedFile::public(dir.join("client.cert"), cert.clone()));
                     out.push(PlannedFile::secret(dir.join("client.key"), key.clone()));
@@ -131,7 +132,10 @@ impl Bundle {
             }
         };
         let [ca, ca_key, server_cert, server_key, client_cert, client_key] = names;
-        let mut out = vec![PlannedFile::public(ca, self.ca_cert.clone())];
+        let mut out = Vec::new();
+        if let Some(cert) = &self.ca_cert {
+            out.push(PlannedFile::public(ca, cert.clone()));
+        }
         if let Some(key) = &self.ca_key {
             out.push(PlannedFile::secret(ca_key, key.clone()));
         }
@@ -434,7 +438,7 @@ mod tests {
 
     fn bundle() -> Bundle {
         Bundle {
-            ca_cert: "CA".into(),
+            ca_cert: Some("CA".into()),
             ca_key: Some("CAKEY".into()),
             server: Some(("SC".into(), "SK".into())),
             client: Some(("CC".into(), "CK".into())),

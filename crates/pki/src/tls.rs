@@ -320,7 +320,7 @@ mod tests {
             .unwrap();
         let client = ca.issue(&LeafOptions::client("client")).unwrap();
         let bundle = Bundle {
-            ca_cert: ca.cert_pem(),
+            ca_cert: Some(ca.cert_pem()),
             ca_key: Some(ca.key().to_pem().to_owned()),
             server: Some((server.cert_pem(), server.key().to_pem().to_owned())),
             client: Some((client.cert_pem(), client.key().to_pem().to_owned())),

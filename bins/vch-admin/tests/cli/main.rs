@@ -7,3 +7,5 @@
 )]
 
 mod check;
+mod create;
+mod inspect;

@@ -1,0 +1,357 @@
+//! `vch-admin inspect`: a VCH's configuration and certificates, with lints and a live check.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use vch_pki::{
+    CertificateDer, Handshake, InspectOptions, Inspection, certificates_from_pem, check_connection,
+    client_config, inspect_pem,
+};
+
+use crate::config::{ResolvedPaths, VchConfig};
+
+/// How long the live check may take per step.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Arguments of `vch-admin inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// A VCH directory (made by `create`), or a PEM certificate or chain file.
+    pub path: PathBuf,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Perform a live TLS handshake (with the client certificate) against HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub connect: Option<String>,
+    /// The host clients dial (default: from NAME.env, else the listen address).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// For a certificate file: the CA file to verify it against.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// For a certificate file: its private key, to check they match.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+/// One inspected certificate file.
+#[derive(Debug, Serialize)]
+struct FileReport {
+    role: &'static str,
+    file: PathBuf,
+    #[serde(flatten)]
+    inspection: Inspection,
+}
+
+/// The outcome of `--connect`.
+#[derive(Debug, Serialize)]
+struct ConnectReport {
+    addr: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handshake: Option<Handshake>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Everything `inspect` prints.
+#[derive(Debug, Serialize)]
+struct Report {
+    path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<VchConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    files: Vec<FileReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect: Option<ConnectReport>,
+    errors: bool,
+}
+
+/// Runs `vch-admin inspect`.
+pub(crate) fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let report = if args.path.is_dir() {
+        inspect_dir(&args)?
+    } else {
+        inspect_file(&args)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(if report.errors {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn inspect_dir(args: &InspectArgs) -> anyhow::Result<Report> {
+    let (config, paths) = VchConfig::load(&args.path)?;
+    let host = args.host.clone().or_else(|| dial_host(&config, &paths));
+    let roots: Vec<CertificateDer<'static>> = match &paths.ca {
+        Some(ca) => certificates_from_pem(&read(ca)?, &ca.display().to_string())?,
+        None => Vec::new(),
+    };
+    let mut files = Vec::new();
+    if let Some(ca) = &paths.ca {
+        files.push(inspect_one("ca", ca, None, &roots, None)?);
+    }
+    if let (Some(cert), Some(key)) = (&paths.cert, &paths.key) {
+        files.push(inspect_one(
+            "server",
+            cert,
+            Some(key),
+            &roots,
+            host.as_deref(),
+        )?);
+    }
+    let client = client_pair(&paths);
+    if let Some((cert, key)) = &client {
+        files.push(inspect_one("client", cert, Some(key), &roots, None)?);
+    }
+    let connect = args.connect.as_ref().map(|addr| {
+        let identity = client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        live_check(addr, args.host.as_deref(), paths.ca.as_deref(), identity)
+    });
+    Ok(finish(
+        args.path.clone(),
+        Some(config),
+        host,
+        files,
+        connect,
+    ))
+}
+
+fn inspect_file(args: &InspectArgs) -> anyhow::Result<Report> {
+    let roots = match &args.ca {
+        Some(ca) => certificates_from_pem(&read(ca)?, &ca.display().to_string())?,
+        None => Vec::new(),
+    };
+    let file = inspect_one(
+        "certificate",
+        &args.path,
+        args.key.as_deref(),
+        &roots,
+        args.host.as_deref(),
+    )?;
+    let connect = args
+        .connect
+        .as_ref()
+        .map(|addr| live_check(addr, args.host.as_deref(), args.ca.as_deref(), None));
+    Ok(finish(
+        args.path.clone(),
+        None,
+        args.host.clone(),
+        vec![file],
+        connect,
+    ))
+}
+
+fn finish(
+    path: PathBuf,
+    config: Option<VchConfig>,
+    host: Option<String>,
+    files: Vec<FileReport>,
+    connect: Option<ConnectReport>,
+) -> Report {
+    let errors =
+        files.iter().any(|f| f.inspection.has_errors()) || connect.as_ref().is_some_and(|c| !c.ok);
+    Report {
+        path,
+        config,
+        host,
+        files,
+        connect,
+        errors,
+    }
+}
+
+fn inspect_one(
+    role: &'static str,
+    file: &Path,
+    key: Option<&Path>,
+    roots: &[CertificateDer<'_>],
+    host: Option<&str>,
+) -> anyhow::Result<FileReport> {
+    let pem = read(file)?;
+    let key_pem = key.map(read).transpose()?;
+    let opts = InspectOptions {
+        host,
+        roots,
+        key_pem: key_pem.as_deref(),
+        ..InspectOptions::default()
+    };
+    let inspection = inspect_pem(&pem, &file.display().to_string(), &opts)?;
+    Ok(FileReport {
+        role,
+        file: file.to_owned(),
+        inspection,
+    })
+}
+
+/// The client trio's certificate and key, when the directory has them.
+fn client_pair(paths: &ResolvedPaths) -> Option<(PathBuf, PathBuf)> {
+    let cert = paths.dir.join("cert.pem");
+    let key = paths.dir.join("key.pem");
+    (cert.is_file() && key.is_file()).then_some((cert, key))
+}
+
+/// The host clients dial: `DOCKER_HOST` in `NAME.env`, else a specific listen address.
+fn dial_host(config: &VchConfig, paths: &ResolvedPaths) -> Option<String> {
+    let env = std::fs::read_to_string(paths.dir.join(format!("{}.env", config.name))).ok();
+    let from_env = env.as_deref().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("DOCKER_HOST="))
+            .and_then(|v| v.trim().strip_prefix("tcp://"))
+            .and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h))
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+    });
+    from_env.or_else(|| {
+        let ip = config.listen_addr().ip();
+        (!ip.is_unspecified()).then(|| ip.to_string())
+    })
+}
+
+fn live_check(
+    addr: &str,
+    host: Option<&str>,
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> ConnectReport {
+    let result = (|| -> anyhow::Result<Handshake> {
+        let ca = ca.context("a live check needs a CA file to verify the server (--ca)")?;
+        let config = client_config(ca, identity)?;
+        let server_name = match host {
+            Some(h) => h.to_owned(),
+            None => addr
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+                .unwrap_or(addr)
+                .to_owned(),
+        };
+        Ok(check_connection(
+            addr,
+            &server_name,
+            Arc::new(config),
+            CONNECT_TIMEOUT,
+        )?)
+    })();
+    match result {
+        Ok(handshake) => ConnectReport {
+            addr: addr.to_owned(),
+            ok: true,
+            handshake: Some(handshake),
+            error: None,
+        },
+        Err(e) => ConnectReport {
+            addr: addr.to_owned(),
+            ok: false,
+            handshake: None,
+            error: Some(format!("{e:#}")),
+        },
+    }
+}
+
+fn print_text(report: &Report) {
+    if let Some(config) = &report.config {
+        println!("VCH {} ({})", config.name, report.path.display());
+        println!("  listen:      {}", config.listen_addr());
+        println!("  tls mode:    {}", config.tls.mode);
+        println!("  docker host: {}", config.docker_host);
+        if let Some(host) = &report.host {
+            println!("  clients dial: {host}");
+        }
+        let reg = &config.registry;
+        if reg.whitelist.is_empty() {
+            println!("  registries:  any (no whitelist)");
+        } else {
+            println!("  whitelist:   {}", reg.whitelist.join(", "));
+        }
+        if !reg.insecure.is_empty() {
+            println!("  insecure:    {}", reg.insecure.join(", "));
+        }
+        for ca in &reg.ca {
+            println!("  registry CA: {}", ca.display());
+        }
+        println!();
+    }
+    for file in &report.files {
+        println!("{} certificate: {}", file.role, file.file.display());
+        for (i, c) in file.inspection.certificates.iter().enumerate() {
+            let indent = if i == 0 { "  " } else { "    " };
+            if i > 0 {
+                println!("  chain certificate {i}:");
+            }
+            println!("{indent}subject:     {}", c.subject);
+            println!("{indent}issuer:      {}", c.issuer);
+            let mut sans: Vec<String> = c.dns_names.iter().map(|d| format!("DNS:{d}")).collect();
+            sans.extend(c.ip_addresses.iter().map(|ip| format!("IP:{ip}")));
+            sans.extend(c.other_names.iter().cloned());
+            if !sans.is_empty() {
+                println!("{indent}names:       {}", sans.join(", "));
+            }
+            println!(
+                "{indent}valid:       {} to {} ({} days left)",
+                c.not_before, c.not_after, c.days_left
+            );
+            println!("{indent}key:         {}", c.key);
+            if c.is_ca {
+                let path_len = c
+                    .path_len
+                    .map(|p| format!(", path length {p}"))
+                    .unwrap_or_default();
+                println!("{indent}CA:          yes{path_len}");
+            }
+            if !c.key_usage.is_empty() {
+                println!("{indent}key usage:   {}", c.key_usage.join(", "));
+            }
+            if !c.extended_key_usage.is_empty() {
+                println!("{indent}ext. usage:  {}", c.extended_key_usage.join(", "));
+            }
+            println!("{indent}serial:      {}", c.serial);
+            println!("{indent}SHA-256:     {}", c.sha256);
+            println!("{indent}SHA-1:       {}", c.sha1);
+        }
+        if let Some(chain) = &file.inspection.chain {
+            if chain.trusted {
+                println!("  chain:       trusted ({})", chain.path.join(" <- "));
+            } else {
+                println!(
+                    "  chain:       NOT trusted: {}",
+                    chain.error.as_deref().unwrap_or("unknown reason")
+                );
+            }
+        }
+        for lint in &file.inspection.lints {
+            println!("  {}[{}]: {}", lint.severity, lint.code, lint.message);
+            println!("    fix: {}", lint.fix);
+        }
+        println!();
+    }
+    if let Some(c) = &report.connect {
+        match (&c.handshake, &c.error) {
+            (Some(h), _) => println!(
+                "connect {}: ok, {} {}, server {}, /_ping: {}",
+                c.addr, h.protocol, h.cipher_suite, h.server_subject, h.ping_status
+            ),
+            (None, Some(e)) => println!("connect {}: FAILED: {e}", c.addr),
+            (None, None) => println!("connect {}: FAILED", c.addr),
+        }
+    }
+    if report.errors {
+        println!("result: errors found");
+    } else {
+        println!("result: ok");
+    }
+}
