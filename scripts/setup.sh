@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs what building and testing vch needs on a Debian 12 machine. Idempotent: installs
+# only what is missing, asks nothing (works without stdin), safe to run on every test run.
+#
+#   scripts/setup.sh
+#
+# Debian packages (the testbed starts these for real; a missing one fails the tests by name):
+#   docker.io        dockerd, containerd, runc and the docker CLI
+#   docker-registry  the Distribution registry (docker-registry serve CONFIG)
+#   skopeo           image copies between registries (copy tests, benchmarks)
+#   dnsmasq-base     the dnsmasq executable for reverse-DNS tests (the `dnsmasq` package
+#                    adds only a system service that would grab port 53)
+#   haproxy          plain TCP relay in front of the proxy benchmark
+#   busybox-static   the static busybox of the offline test image
+#   wrk              HTTP load generator for the proxy benchmark
+#   apache2-utils    htpasswd -B: bcrypt entries for registries with basic auth
+#   openssl          throwaway certificates in tests
+#   procps           pgrep: the test script checks no daemon survives the tests
+#   gzip, tar, git, ca-certificates, gcc, make: build and test tools (gcc builds aws-lc-sys)
+# Rust: the rustfmt and clippy components, and cargo-deny 0.20 (for ../shared/tools/deny.sh).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(
+  docker.io docker-registry skopeo dnsmasq-base haproxy busybox-static wrk
+  apache2-utils openssl procps gzip tar git ca-certificates gcc make
+)
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=(sudo -n)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+  if [ "$status" != "installed" ]; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  # Keep packages from starting their system services (a system dockerd, registry on :5000 or
+  # haproxy): the tests start private instances and check that none is left running.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=false
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 755 "$policy"
+    own_policy=true
+  fi
+  cleanup() { if [ "$own_policy" = true ]; then "${sudo[@]}" rm -f "$policy"; fi; }
+  trap cleanup EXIT
+  "${sudo[@]}" apt-get update -q </dev/null
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+  cleanup
+  trap - EXIT
+else
+  echo "setup: Debian packages present"
+fi
+
+# Rust components (the toolchain itself comes with the machine).
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+    echo "setup: rustup component add ${component}"
+    rustup component add "$component"
+  fi
+done
+
+if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.'; then
+  echo "setup: cargo install cargo-deny 0.20"
+  cargo install cargo-deny --version '^0.20' --locked
+fi
+
+echo "setup: done"

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: setup, formatting, lints, tests (which start real dockerd,
+# registry and dnsmasq through vch-testbed), docs, fuzz and bench builds, cargo-deny, and a
+# check that the tests left no daemon running.
+#
+#   scripts/test.sh
+#
+# Ends with one summary line: "tests: N passed, M failed".
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+step() { printf '\n===== %s =====\n' "$*"; }
+
+# Daemons the testbed starts (process names as the kernel keeps them, 15 characters at most).
+daemons=(dockerd containerd containerd-shim dnsmasq docker-registry haproxy)
+running() {
+  local name
+  for name in "${daemons[@]}"; do pgrep -x "$name" || true; done | sort
+}
+
+step "setup"
+scripts/setup.sh </dev/null
+before=$(running)
+
+step "cargo fmt --check"
+cargo fmt --all --check
+if [ -f fuzz/Cargo.toml ]; then
+  (cd fuzz && cargo fmt --all --check)
+fi
+
+step "cargo clippy (all features)"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+step "cargo clippy (each library without default features)"
+for manifest in crates/*/Cargo.toml; do
+  if grep -q '^\[features\]' "$manifest"; then
+    pkg=$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n1)
+    echo "-- $pkg"
+    cargo clippy -p "$pkg" --no-default-features --locked -- -D warnings
+  fi
+done
+
+step "cargo test"
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "$test_log"
+test_status=${PIPESTATUS[0]}
+set -e
+# "test result: ok. 12 passed; 0 failed; 0 ignored; ..." per test binary and doctest run.
+read -r passed failed < <(awk '/^test result:/ {
+    for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i }
+  } END { print p + 0, f + 0 }' "$test_log")
+if [ "$test_status" -ne 0 ]; then
+  echo "cargo test failed (exit $test_status)"
+  echo "tests: $passed passed, $failed failed"
+  exit "$test_status"
+fi
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+if [ -f fuzz/Cargo.toml ]; then
+  step "cargo check in fuzz/"
+  (cd fuzz && cargo check --all-targets)
+fi
+
+step "cargo bench --no-run"
+cargo bench --workspace --no-run --locked
+
+step "cargo deny (offline advisories, licenses, bans, sources)"
+"$root/../shared/tools/deny.sh"
+
+step "no daemon left behind"
+after=$(running)
+left=$(comm -13 <(echo "$before") <(echo "$after") | sed '/^$/d')
+if [ -n "$left" ]; then
+  echo "processes started during the run are still running:"
+  for pid in $left; do ps -o pid=,args= -p "$pid" || true; done
+  echo "tests: $passed passed, $failed failed"
+  exit 1
+fi
+echo "none"
+
+step "summary"
+echo "all checks passed"
+echo "tests: $passed passed, $failed failed"
