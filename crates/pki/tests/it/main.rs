@@ -6,5 +6,7 @@
     reason = "a failing test should panic with its location"
 )]
 
+mod fuzz_seeds;
 mod openssl;
+mod pem_check;
 mod registry;
