@@ -251,7 +251,8 @@ impl Registry {
         let host = Host::parse(host).map_err(err)?;
         let port = match port {
             Some(p) => Some(parse_port(p).map_err(err)?),
-            None => default_port,
+            // `https://` means 443, which is what no port means: keep the canonical text short.
+            None => default_port.filter(|&p| p != DEFAULT_PORT),
         };
         Ok(Registry::new(host, port))
     }
@@ -360,6 +361,10 @@ mod tests {
         assert!(hub.is_docker_hub());
         assert_eq!(hub.as_str(), "docker.io");
         assert!(Registry::parse("").unwrap().is_docker_hub());
+        assert_eq!(
+            Registry::parse("https://reg.x/v2/").unwrap().as_str(),
+            "reg.x"
+        );
         let r = Registry::parse("http://Reg.Example.com").unwrap();
         assert_eq!(r.as_str(), "reg.example.com:80");
         let r = Registry::parse("[fd00::1]:5000").unwrap();

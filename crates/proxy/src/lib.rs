@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod audit;
+mod error;
+mod gate;
+mod io;
+pub mod manual;
+mod route;
+mod server;
+mod service;
+mod settings;
+mod upstream;
+
+// The API.
+pub use crate::audit::{AUDIT_TARGET, Peer};
+pub use crate::error::Error;
+pub use crate::gate::{ImagesCreate, auth_registry, form_get, images_create, parse_query};
+pub use crate::route::{
+    API_VERSION, ApiVersion, Kind, MIN_API_VERSION, Refusal, Routed, percent_decode, route,
+};
+pub use crate::server::{Handle, Listen, Options, Server};
+pub use crate::settings::{Settings, server_tls};
+pub use crate::upstream::Upstream;

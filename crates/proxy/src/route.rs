@@ -1,0 +1,541 @@
+//! The Docker Engine API v1.25 route table, API-version handling and request classification.
+
+use hyper::Method;
+
+/// The API version this endpoint speaks.
+pub const API_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 25,
+};
+/// The oldest version dockerd 20.10 accepts; older requests are refused as it would.
+pub const MIN_API_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 12,
+};
+
+/// A Docker API version (`1.25`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiVersion {
+    /// Major.
+    pub major: u16,
+    /// Minor.
+    pub minor: u16,
+}
+
+impl ApiVersion {
+    /// Parses `1.25` (or `1`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (major, minor) = s.split_once('.').unwrap_or((s, "0"));
+        let digits =
+            |t: &str| !t.is_empty() && t.len() <= 4 && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(major) || !digits(minor) {
+            return None;
+        }
+        Some(ApiVersion {
+            major: major.parse().ok()?,
+            minor: minor.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// What a request is, for the gates and the forwarding logic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `GET`/`HEAD /_ping`.
+    Ping,
+    /// `GET /version`: the body's `ApiVersion` is rewritten.
+    Version,
+    /// `POST /images/create`: a pull (`fromImage`) or an import (`fromSrc`).
+    ImagesCreate,
+    /// `POST /auth`: a registry login.
+    Auth,
+    /// Attach and exec start: may hijack the connection.
+    Hijack,
+    /// Anything else in the v1.25 API.
+    Other,
+}
+
+/// A routed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The version the client asked for, or 1.25 for unversioned paths.
+    pub version: ApiVersion,
+    /// Whether the path carried a version prefix.
+    pub versioned: bool,
+    /// The path without the version prefix (`/containers/json`).
+    pub endpoint: String,
+    /// The classification.
+    pub kind: Kind,
+}
+
+/// Why a request is refused before reaching dockerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client asked for a newer API than 1.25 (400, Docker's own text).
+    TooNew(ApiVersion),
+    /// The client asked for an API older than dockerd supports (400, Docker's own text).
+    TooOld(ApiVersion),
+    /// Not a v1.25 route (404).
+    NotFound,
+    /// A path that is not in canonical form (`//`, `.`/`..` segments, bad escapes) (400).
+    BadPath,
+}
+
+impl Refusal {
+    /// The status code Docker would use.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::TooNew(_) | Refusal::TooOld(_) | Refusal::BadPath => 400,
+            Refusal::NotFound => 404,
+        }
+    }
+
+    /// The message for the JSON body.
+    pub fn message(&self, method: &Method, path: &str) -> String {
+        match self {
+            Refusal::TooNew(v) => format!(
+                "client version {v} is too new. Maximum supported API version is {API_VERSION}"
+            ),
+            Refusal::TooOld(v) => format!(
+                "client version {v} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+            ),
+            Refusal::NotFound => {
+                format!("page not found: {method} {path} is not part of Docker API v{API_VERSION}")
+            }
+            Refusal::BadPath => format!("invalid request path {path:?}"),
+        }
+    }
+}
+
+/// One segment of a route pattern.
+#[derive(Clone, Copy)]
+enum Seg {
+    Lit(&'static str),
+    /// One path segment (an id or name without `/`).
+    One,
+    /// One or more segments (image and plugin names contain `/`), followed by the rest.
+    Many,
+}
+
+use Seg::{Lit, Many, One};
+
+/// (methods, pattern, kind). The v1.25 API as documented for Docker 1.13, including swarm,
+/// plugins and secrets; nothing added in later versions (`/session`, `/grpc`, `/distribution`,
+/// `/configs`, `/build/prune`, …).
+const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
+    (&["GET", "HEAD"], &[Lit("_ping")], Kind::Ping),
+    (&["GET"], &[Lit("version")], Kind::Version),
+    (&["GET"], &[Lit("info")], Kind::Other),
+    (&["GET"], &[Lit("events")], Kind::Other),
+    (&["POST"], &[Lit("auth")], Kind::Auth),
+    (&["GET"], &[Lit("system"), Lit("df")], Kind::Other),
+    // containers
+    (&["GET"], &[Lit("containers"), Lit("json")], Kind::Other),
+    (&["POST"], &[Lit("containers"), Lit("create")], Kind::Other),
+    (&["POST"], &[Lit("containers"), Lit("prune")], Kind::Other),
+    (
+        &["GET"],
+        &[Lit("containers"), One, Lit("json")],
+        Kind::Other,
+    ),
+    (&["GET"], &[Lit("containers"), One, Lit("top")], Kind::Other),
+    (
+        &["GET"],
+        &[Lit("containers"), One, Lit("logs")],
+        Kind::Other,
+    ),
+    (
+        &["GET"],
+        &[Lit("containers"), One, Lit("changes")],
+        Kind::Other,
+    ),
+    (
+        &["GET"],
+        &[Lit("containers"), One, Lit("export")],
+        Kind::Other,
+    ),
+    (
+        &["GET"],
+        &[Lit("containers"), One, Lit("stats")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("resize")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("start")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("stop")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("restart")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("kill")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("update")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("rename")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("pause")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("unpause")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("attach")],
+        Kind::Hijack,
+    ),
+    (
+        &["GET"],
+        &[Lit("containers"), One, Lit("attach"), Lit("ws")],
+        Kind::Hijack,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("wait")],
+        Kind::Other,
+    ),
+    (&["DELETE"], &[Lit("containers"), One], Kind::Other),
+    (
+        &["HEAD", "GET", "PUT"],
+        &[Lit("containers"), One, Lit("archive")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("containers"), One, Lit("exec")],
+        Kind::Other,
+    ),
+    (&["POST"], &[Lit("exec"), One, Lit("start")], Kind::Hijack),
+    (&["POST"], &[Lit("exec"), One, Lit("resize")], Kind::Other),
+    (&["GET"], &[Lit("exec"), One, Lit("json")], Kind::Other),
+    // images
+    (&["GET"], &[Lit("images"), Lit("json")], Kind::Other),
+    (&["POST"], &[Lit("build")], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("images"), Lit("create")],
+        Kind::ImagesCreate,
+    ),
+    (&["GET"], &[Lit("images"), Lit("search")], Kind::Other),
+    (&["POST"], &[Lit("images"), Lit("prune")], Kind::Other),
+    (&["GET"], &[Lit("images"), Lit("get")], Kind::Other),
+    (&["POST"], &[Lit("images"), Lit("load")], Kind::Other),
+    (&["POST"], &[Lit("commit")], Kind::Other),
+    (&["GET"], &[Lit("images"), Many, Lit("json")], Kind::Other),
+    (
+        &["GET"],
+        &[Lit("images"), Many, Lit("history")],
+        Kind::Other,
+    ),
+    (&["POST"], &[Lit("images"), Many, Lit("push")], Kind::Other),
+    (&["POST"], &[Lit("images"), Many, Lit("tag")], Kind::Other),
+    (&["GET"], &[Lit("images"), Many, Lit("get")], Kind::Other),
+    (&["DELETE"], &[Lit("images"), Many], Kind::Other),
+    // networks
+    (&["GET"], &[Lit("networks")], Kind::Other),
+    (&["POST"], &[Lit("networks"), Lit("create")], Kind::Other),
+    (&["POST"], &[Lit("networks"), Lit("prune")], Kind::Other),
+    (&["GET", "DELETE"], &[Lit("networks"), One], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("networks"), One, Lit("connect")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("networks"), One, Lit("disconnect")],
+        Kind::Other,
+    ),
+    // volumes
+    (&["GET"], &[Lit("volumes")], Kind::Other),
+    (&["POST"], &[Lit("volumes"), Lit("create")], Kind::Other),
+    (&["POST"], &[Lit("volumes"), Lit("prune")], Kind::Other),
+    (&["GET", "DELETE"], &[Lit("volumes"), One], Kind::Other),
+    // swarm
+    (&["GET"], &[Lit("swarm")], Kind::Other),
+    (&["POST"], &[Lit("swarm"), Lit("init")], Kind::Other),
+    (&["POST"], &[Lit("swarm"), Lit("join")], Kind::Other),
+    (&["POST"], &[Lit("swarm"), Lit("leave")], Kind::Other),
+    (&["POST"], &[Lit("swarm"), Lit("update")], Kind::Other),
+    (&["GET"], &[Lit("swarm"), Lit("unlockkey")], Kind::Other),
+    (&["POST"], &[Lit("swarm"), Lit("unlock")], Kind::Other),
+    (&["GET"], &[Lit("nodes")], Kind::Other),
+    (&["GET", "DELETE"], &[Lit("nodes"), One], Kind::Other),
+    (&["POST"], &[Lit("nodes"), One, Lit("update")], Kind::Other),
+    (&["GET"], &[Lit("services")], Kind::Other),
+    (&["POST"], &[Lit("services"), Lit("create")], Kind::Other),
+    (&["GET", "DELETE"], &[Lit("services"), One], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("services"), One, Lit("update")],
+        Kind::Other,
+    ),
+    (&["GET"], &[Lit("services"), One, Lit("logs")], Kind::Other),
+    (&["GET"], &[Lit("tasks")], Kind::Other),
+    (&["GET"], &[Lit("tasks"), One], Kind::Other),
+    (&["GET"], &[Lit("secrets")], Kind::Other),
+    (&["POST"], &[Lit("secrets"), Lit("create")], Kind::Other),
+    (&["GET", "DELETE"], &[Lit("secrets"), One], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("secrets"), One, Lit("update")],
+        Kind::Other,
+    ),
+    // plugins
+    (&["GET"], &[Lit("plugins")], Kind::Other),
+    (&["GET"], &[Lit("plugins"), Lit("privileges")], Kind::Other),
+    (&["POST"], &[Lit("plugins"), Lit("pull")], Kind::Other),
+    (&["POST"], &[Lit("plugins"), Lit("create")], Kind::Other),
+    (&["GET"], &[Lit("plugins"), Many, Lit("json")], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("plugins"), Many, Lit("enable")],
+        Kind::Other,
+    ),
+    (
+        &["POST"],
+        &[Lit("plugins"), Many, Lit("disable")],
+        Kind::Other,
+    ),
+    (&["POST"], &[Lit("plugins"), Many, Lit("push")], Kind::Other),
+    (&["POST"], &[Lit("plugins"), Many, Lit("set")], Kind::Other),
+    (&["DELETE"], &[Lit("plugins"), Many], Kind::Other),
+];
+
+/// Routes a request: version prefix, canonical path check, v1.25 route table.
+///
+/// `path` is the raw request path (percent-encoded, without the query). It is decoded the way
+/// Go's `net/url` does before matching, as dockerd matches decoded paths; a path that is not
+/// canonical is refused rather than guessed at, so this router and dockerd's can never disagree
+/// about which endpoint a request reaches.
+pub fn route(method: &Method, path: &str) -> Result<Routed, Refusal> {
+    let decoded = percent_decode(path).ok_or(Refusal::BadPath)?;
+    if !decoded.starts_with('/')
+        || decoded.contains("//")
+        || decoded.split('/').any(|s| s == "." || s == "..")
+        || decoded.bytes().any(|b| b.is_ascii_control())
+    {
+        return Err(Refusal::BadPath);
+    }
+    let (version, versioned, endpoint) = match decoded.strip_prefix("/v").and_then(|rest| {
+        let (v, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        ApiVersion::parse(v).map(|v| (v, tail))
+    }) {
+        Some((v, tail)) => (v, true, format!("/{tail}")),
+        None => (API_VERSION, false, decoded),
+    };
+    if version > API_VERSION {
+        return Err(Refusal::TooNew(version));
+    }
+    if version < MIN_API_VERSION {
+        return Err(Refusal::TooOld(version));
+    }
+    let trimmed = endpoint.strip_suffix('/').unwrap_or(&endpoint);
+    let segments: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
+    let kind = ROUTES
+        .iter()
+        .find(|(methods, pattern, _)| {
+            methods.contains(&method.as_str()) && matches_pattern(pattern, &segments)
+        })
+        .map(|(_, _, kind)| *kind)
+        .ok_or(Refusal::NotFound)?;
+    Ok(Routed {
+        version,
+        versioned,
+        endpoint,
+        kind,
+    })
+}
+
+fn matches_pattern(pattern: &[Seg], segments: &[&str]) -> bool {
+    match (pattern.first(), segments.first()) {
+        (None, None) => true,
+        (Some(Lit(l)), Some(s)) => l == s && matches_pattern(&pattern[1..], &segments[1..]),
+        (Some(One), Some(s)) => !s.is_empty() && matches_pattern(&pattern[1..], &segments[1..]),
+        (Some(Many), Some(_)) => {
+            // One or more segments, then the rest of the pattern: try every split.
+            let rest = &pattern[1..];
+            (1..=segments.len()).any(|taken| {
+                segments[..taken].iter().all(|s| !s.is_empty())
+                    && matches_pattern(rest, &segments[taken..])
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Decodes `%XX` escapes as Go's `url.PathUnescape` does; `None` for a malformed escape or a
+/// result that is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hi = (hex[0] as char).to_digit(16)?;
+            let lo = (hex[1] as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(method: &str, path: &str) -> Result<Routed, Refusal> {
+        route(&Method::from_bytes(method.as_bytes()).unwrap(), path)
+    }
+
+    #[test]
+    fn versions() {
+        let ok = r("GET", "/v1.25/containers/json").unwrap();
+        assert_eq!(
+            (ok.version, ok.versioned, ok.endpoint.as_str()),
+            (API_VERSION, true, "/containers/json")
+        );
+        let ok = r("GET", "/containers/json").unwrap();
+        assert_eq!((ok.version, ok.versioned), (API_VERSION, false));
+        assert_eq!(
+            r("GET", "/v1.24/info").unwrap().version,
+            ApiVersion {
+                major: 1,
+                minor: 24
+            }
+        );
+        assert_eq!(
+            r("GET", "/v1.41/info"),
+            Err(Refusal::TooNew(ApiVersion {
+                major: 1,
+                minor: 41
+            }))
+        );
+        assert_eq!(
+            r("GET", "/v2.0/info"),
+            Err(Refusal::TooNew(ApiVersion { major: 2, minor: 0 }))
+        );
+        assert_eq!(
+            r("GET", "/v1.11/info"),
+            Err(Refusal::TooOld(ApiVersion {
+                major: 1,
+                minor: 11
+            }))
+        );
+        assert_eq!(
+            Refusal::TooNew(ApiVersion {
+                major: 1,
+                minor: 41
+            })
+            .message(&Method::GET, "/"),
+            "client version 1.41 is too new. Maximum supported API version is 1.25"
+        );
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(r("HEAD", "/_ping").unwrap().kind, Kind::Ping);
+        assert_eq!(r("GET", "/v1.25/version").unwrap().kind, Kind::Version);
+        assert_eq!(
+            r("POST", "/v1.25/images/create").unwrap().kind,
+            Kind::ImagesCreate
+        );
+        assert_eq!(r("POST", "/v1.25/auth").unwrap().kind, Kind::Auth);
+        assert_eq!(
+            r("POST", "/v1.25/containers/abc/attach").unwrap().kind,
+            Kind::Hijack
+        );
+        assert_eq!(
+            r("POST", "/v1.25/exec/abc/start").unwrap().kind,
+            Kind::Hijack
+        );
+        assert_eq!(
+            r("GET", "/v1.25/images/reg.x:5000/a/b/json").unwrap().kind,
+            Kind::Other
+        );
+        assert_eq!(
+            r("DELETE", "/v1.25/images/reg.x:5000/a/b:tag")
+                .unwrap()
+                .kind,
+            Kind::Other
+        );
+        assert_eq!(
+            r("PUT", "/v1.25/containers/abc/archive").unwrap().kind,
+            Kind::Other
+        );
+        assert_eq!(
+            r("GET", "/v1.25/containers/json/").unwrap().kind,
+            Kind::Other
+        );
+    }
+
+    #[test]
+    fn newer_routes_and_odd_paths_are_refused() {
+        for (m, p) in [
+            ("POST", "/v1.25/session"),
+            ("POST", "/grpc"),
+            ("GET", "/v1.25/distribution/busybox/json"),
+            ("GET", "/v1.25/configs"),
+            ("POST", "/v1.25/build/prune"),
+            ("GET", "/v1.25/containers/create"),
+            ("PATCH", "/v1.25/containers/json"),
+            ("GET", "/"),
+        ] {
+            assert_eq!(r(m, p), Err(Refusal::NotFound), "{m} {p}");
+        }
+        for p in [
+            "//images/create",
+            "/v1.25//images/create",
+            "/v1.25/images/../images/create",
+            "/images/%zz",
+            "/a/./b",
+            "/images/%2e%2e/create",
+        ] {
+            assert_eq!(r("POST", p), Err(Refusal::BadPath), "{p}");
+        }
+        // Encoded letters decode to the same endpoint dockerd sees.
+        assert_eq!(
+            r("POST", "/v1.25/%69mages/create").unwrap().kind,
+            Kind::ImagesCreate
+        );
+    }
+}

@@ -1,0 +1,447 @@
+//! One client connection's request handling: route, gate, forward, stream back, splice hijacks.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::task::AbortHandle;
+use vch_policy::{Decision, ImageRef};
+
+use crate::audit::{Audit, AuditGuard, Counted, Peer};
+use crate::error::docker_error;
+use crate::gate::{self, ImagesCreate};
+use crate::route::{self, API_VERSION, Kind, Routed};
+use crate::server::Shared;
+use crate::settings::Settings;
+
+/// Bodies on both sides.
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A `POST /auth` body is read whole to find the registry; larger ones are refused.
+const MAX_AUTH_BODY: usize = 64 * 1024;
+/// A `/version` body is read whole to rewrite `ApiVersion`.
+const MAX_VERSION_BODY: usize = 1024 * 1024;
+
+/// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// The state of one client connection: its peer and its own upstream connection, reused across
+/// keep-alive requests and closed when the client goes away (so dockerd cancels what it was doing).
+pub(crate) struct Conn {
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    upstream: tokio::sync::Mutex<Option<(SendRequest<Body>, String)>>,
+    drivers: std::sync::Mutex<Vec<AbortHandle>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for driver in self
+            .drivers
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            driver.abort();
+        }
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(shared: Arc<Shared>, peer: Peer) -> Self {
+        Conn {
+            shared,
+            peer: Arc::new(peer),
+            upstream: tokio::sync::Mutex::new(None),
+            drivers: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Handles one request. Never fails: every problem is a Docker-style error response.
+    pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, std::convert::Infallible> {
+        let settings = self.shared.settings();
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let audit = Audit::new(
+            Arc::clone(&self.peer),
+            req.method().as_str(),
+            &path_and_query,
+        );
+        let guard = AuditGuard(Arc::clone(&audit));
+        let (response, splice) = self.respond(&settings, req, &audit).await;
+        audit.set_status(response.status().as_u16());
+        // The record is written when the response body ends, or when the hijacked stream closes.
+        Ok(match splice {
+            Some(splice) => {
+                spawn_splice(splice, guard);
+                response
+            }
+            None => response.map(|body| Counted::response(body, guard).boxed()),
+        })
+    }
+
+    async fn respond(
+        &self,
+        settings: &Settings,
+        mut req: Request<Incoming>,
+        audit: &Arc<Audit>,
+    ) -> (Response<Body>, Option<Splice>) {
+        if let Some(upgrade) = req.headers().get(header::UPGRADE)
+            && upgrade.as_bytes().eq_ignore_ascii_case(b"h2c")
+        {
+            let message = "HTTP/2 (h2c) is not supported: this endpoint speaks HTTP/1.1";
+            return (docker_error(StatusCode::BAD_REQUEST, message), None);
+        }
+        let routed = match route::route(req.method(), req.uri().path()) {
+            Ok(routed) => routed,
+            Err(refusal) => {
+                let status =
+                    StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                let message = refusal.message(req.method(), req.uri().path());
+                return (docker_error(status, &message), None);
+            }
+        };
+        audit.set_version(routed.version.to_string());
+
+        let hijack = routed.kind == Kind::Hijack && req.headers().contains_key(header::UPGRADE);
+        let client_upgrade = hijack.then(|| hyper::upgrade::on(&mut req));
+        let (parts, incoming) = req.into_parts();
+        let body: Body = match routed.kind {
+            Kind::ImagesCreate => {
+                if let Some(denied) = self.gate_pull(settings, &parts, audit).await {
+                    return (denied, None);
+                }
+                Counted::request(incoming, Arc::clone(audit)).boxed()
+            }
+            Kind::Auth => match self.gate_auth(settings, incoming, audit).await {
+                Ok(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed(),
+                Err(denied) => return (denied, None),
+            },
+            _ => Counted::request(incoming, Arc::clone(audit)).boxed(),
+        };
+        self.forward(settings, &routed, &parts, body, client_upgrade, audit)
+            .await
+    }
+
+    /// Decides a pull; `Some(response)` refuses it before dockerd sees it.
+    async fn gate_pull(
+        &self,
+        settings: &Settings,
+        parts: &hyper::http::request::Parts,
+        audit: &Audit,
+    ) -> Option<Response<Body>> {
+        if is_form_body(&parts.headers) {
+            return Some(docker_error(
+                StatusCode::BAD_REQUEST,
+                "form-encoded bodies are not accepted on /images/create: pass parameters in the query string",
+            ));
+        }
+        let form = gate::parse_query(parts.uri.query().unwrap_or(""));
+        let image = match gate::images_create(&form) {
+            Ok(ImagesCreate::Pull(image)) => image,
+            Ok(ImagesCreate::Import) => return None,
+            Err(message) => {
+                let from = gate::form_get(&form, "fromImage").to_owned();
+                audit.set_decision(from, false, message.clone());
+                return Some(docker_error(StatusCode::BAD_REQUEST, &message));
+            }
+        };
+        let decision = decide(settings, &image).await;
+        audit.set_decision(
+            image.to_string(),
+            decision.is_allowed(),
+            decision.to_string(),
+        );
+        tracing::debug!(image = %image, decision = %decision, "pull");
+        deny_response(&decision)
+    }
+
+    /// Reads a login body and decides its registry; the body comes back for forwarding.
+    async fn gate_auth(
+        &self,
+        settings: &Settings,
+        body: Incoming,
+        audit: &Audit,
+    ) -> Result<Bytes, Response<Body>> {
+        let bytes = match Limited::new(body, MAX_AUTH_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                let message = "the login request body is too large or incomplete";
+                return Err(docker_error(StatusCode::BAD_REQUEST, message));
+            }
+        };
+        audit.add_in(bytes.len() as u64);
+        let registry = match gate::auth_registry(&bytes) {
+            Ok(registry) => registry,
+            Err(message) => return Err(docker_error(StatusCode::BAD_REQUEST, &message)),
+        };
+        let decision = match &settings.dns {
+            Some(dns) => {
+                settings
+                    .policy
+                    .decide_at_resolving(&registry, None, dns)
+                    .await
+            }
+            None => settings.policy.decide_registry(&registry),
+        };
+        audit.set_decision(
+            registry.to_string(),
+            decision.is_allowed(),
+            decision.to_string(),
+        );
+        match deny_response(&decision) {
+            Some(denied) => Err(denied),
+            None => Ok(bytes),
+        }
+    }
+
+    async fn forward(
+        &self,
+        settings: &Settings,
+        routed: &Routed,
+        parts: &hyper::http::request::Parts,
+        body: Body,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        audit: &Arc<Audit>,
+    ) -> (Response<Body>, Option<Splice>) {
+        // Unversioned paths are served as 1.25, never as the daemon's newest version.
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = if routed.versioned {
+            path_and_query.to_owned()
+        } else {
+            format!("/v{API_VERSION}{path_and_query}")
+        };
+        let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(headers) = builder.headers_mut() {
+            copy_end_to_end(&parts.headers, headers);
+            if client_upgrade.is_some()
+                && let Some(upgrade) = parts.headers.get(header::UPGRADE)
+            {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                headers.insert(header::UPGRADE, upgrade.clone());
+            }
+        }
+        let upstream_req = match builder.body(body) {
+            Ok(r) => r,
+            Err(e) => {
+                let message = format!("cannot forward the request: {e}");
+                return (docker_error(StatusCode::BAD_REQUEST, &message), None);
+            }
+        };
+
+        let mut response = match self.send(settings, upstream_req).await {
+            Ok(response) => response,
+            Err(message) => return (docker_error(StatusCode::BAD_GATEWAY, &message), None),
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                let message = "the Docker engine switched protocols unasked";
+                return (docker_error(StatusCode::BAD_GATEWAY, message), None);
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let empty = http_body_util::Empty::new().map_err(|never| match never {});
+            let mut reply = Response::new(empty.boxed());
+            *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            copy_end_to_end(response.headers(), reply.headers_mut());
+            if let Some(upgrade) = response.headers().get(header::UPGRADE) {
+                let headers = reply.headers_mut();
+                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                headers.insert(header::UPGRADE, upgrade.clone());
+            }
+            rewrite_api_headers(reply.headers_mut());
+            let splice = Splice {
+                client: client_upgrade,
+                upstream: upstream_upgrade,
+                audit: Arc::clone(audit),
+            };
+            return (reply, Some(splice));
+        }
+
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        rewrite_api_headers(&mut parts.headers);
+        if routed.kind == Kind::Version && parts.status.is_success() {
+            return (rewrite_version(parts, body).await, None);
+        }
+        (Response::from_parts(parts, body.boxed()), None)
+    }
+
+    /// Sends on this connection's upstream connection, opening (or reopening) it as needed.
+    async fn send(
+        &self,
+        settings: &Settings,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, String> {
+        let url = settings.upstream.to_string();
+        let mut slot = self.upstream.lock().await;
+        let reusable = match slot.as_mut() {
+            Some((sender, for_url)) if *for_url == url => sender.ready().await.is_ok(),
+            _ => false,
+        };
+        if !reusable {
+            let stream = settings
+                .upstream
+                .connect()
+                .await
+                .map_err(|e| format!("cannot reach the Docker engine at {url}: {e}"))?;
+            let (sender, connection) = hyper::client::conn::http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("cannot talk to the Docker engine at {url}: {e}"))?;
+            let driver = tokio::spawn(async move {
+                if let Err(e) = connection.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            });
+            self.drivers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(driver.abort_handle());
+            *slot = Some((sender, url.clone()));
+        }
+        let Some((sender, _)) = slot.as_mut() else {
+            return Err(format!("cannot reach the Docker engine at {url}"));
+        };
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("the Docker engine at {url} failed: {e}"))
+    }
+}
+
+/// Both halves of a hijacked connection, handed to the splice task once the 101 is sent.
+pub(crate) struct Splice {
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    audit: Arc<Audit>,
+}
+
+/// Runs a splice: bytes both ways until both sides close; an EOF on one side becomes a write
+/// shutdown on the other, so a client's stdin EOF (or TLS close_notify) reaches the container.
+fn spawn_splice(splice: Splice, guard: AuditGuard) {
+    tokio::spawn(async move {
+        let (client, upstream) = tokio::join!(splice.client, splice.upstream);
+        match (client, upstream) {
+            (Ok(client), Ok(upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    Ok((to_engine, to_client)) => {
+                        splice.audit.add_in(to_engine);
+                        splice.audit.add_out(to_client);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "hijacked stream ended with an error"),
+                }
+            }
+            (client, upstream) => {
+                tracing::debug!(client = ?client.err(), upstream = ?upstream.err(), "upgrade failed");
+            }
+        }
+        drop(guard);
+    });
+}
+
+async fn decide<'a>(settings: &'a Settings, image: &'a ImageRef) -> Decision<'a> {
+    match &settings.dns {
+        Some(dns) => settings.policy.decide_resolving(image, dns).await,
+        None => settings.policy.decide(image),
+    }
+}
+
+fn deny_response(decision: &Decision<'_>) -> Option<Response<Body>> {
+    decision
+        .denial_message()
+        .map(|message| docker_error(StatusCode::FORBIDDEN, &message))
+}
+
+fn is_form_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+                || v.to_ascii_lowercase().starts_with("multipart/form-data")
+        })
+}
+
+fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if !HOP_BY_HOP.contains(name) && name != header::UPGRADE {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Every response says API 1.25, and the builder is the classic one (BuildKit's `/session` and
+/// `/grpc` are not in the v1.25 API).
+fn rewrite_api_headers(headers: &mut HeaderMap) {
+    headers.insert("api-version", HeaderValue::from_static("1.25"));
+    if headers.contains_key("builder-version") {
+        headers.insert("builder-version", HeaderValue::from_static("1"));
+    }
+}
+
+async fn rewrite_version(
+    mut parts: hyper::http::response::Parts,
+    body: Incoming,
+) -> Response<Body> {
+    let bytes = match Limited::new(body, MAX_VERSION_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return docker_error(
+                StatusCode::BAD_GATEWAY,
+                "the Docker engine's /version answer is unreadable",
+            );
+        }
+    };
+    let rewritten = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut version) => {
+            version["ApiVersion"] = serde_json::Value::from(API_VERSION.to_string());
+            if let Some(components) = version.get_mut("Components").and_then(|c| c.as_array_mut()) {
+                for component in components {
+                    if component.get("Name").and_then(|n| n.as_str()) == Some("Engine")
+                        && let Some(details) =
+                            component.get_mut("Details").and_then(|d| d.as_object_mut())
+                    {
+                        details.insert("ApiVersion".into(), API_VERSION.to_string().into());
+                    }
+                }
+            }
+            Bytes::from(version.to_string())
+        }
+        Err(_) => bytes,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        Full::new(rewritten).map_err(|never| match never {}).boxed(),
+    )
+}

@@ -1,0 +1,68 @@
+//! What a running endpoint can reload: TLS, upstream, policy, DNS.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use vch_policy::{DnsConfig, HickoryResolver, Policy, ReverseDns, ReverseDnsMode};
+
+use crate::Error;
+use crate::upstream::Upstream;
+
+/// The reloadable settings of an endpoint. A reload (SIGHUP in `vch-admin serve`) swaps them as a
+/// whole: new connections and new requests use the new settings; requests in flight and hijacked
+/// streams finish with the old ones.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The Docker engine requests go to.
+    pub upstream: Upstream,
+    /// TLS for clients; `None` serves plain HTTP.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// The registry policy for pulls and logins.
+    pub policy: Policy,
+    /// Reverse DNS for IP-literal registries; `None` matches them only against IP and CIDR entries.
+    pub dns: Option<Arc<ReverseDns<HickoryResolver>>>,
+}
+
+impl Settings {
+    /// Plain HTTP to clients, no reverse DNS.
+    pub fn new(upstream: Upstream, policy: Policy) -> Self {
+        Settings {
+            upstream,
+            tls: None,
+            policy,
+            dns: None,
+        }
+    }
+
+    /// Serves TLS with this configuration; ALPN is set to offer `http/1.1` only.
+    pub fn with_tls(mut self, mut config: ServerConfig) -> Self {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        self.tls = Some(Arc::new(config));
+        self
+    }
+
+    /// Enables reverse DNS as the policy's mode says (nothing for `off`). Must be called inside a
+    /// tokio runtime.
+    pub fn with_dns(mut self, config: &DnsConfig) -> Result<Self, Error> {
+        if self.policy.reverse_dns() != ReverseDnsMode::Off {
+            let resolver = HickoryResolver::new(&config.servers, config.timeout())?;
+            self.dns = Some(Arc::new(ReverseDns::new(resolver)));
+        }
+        Ok(self)
+    }
+}
+
+/// A rustls server configuration from PEM files: mutual TLS when `client_ca` is given (clients
+/// must present a certificate chaining to it), else server-only TLS.
+pub fn server_tls(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, Error> {
+    let auth = match client_ca {
+        Some(ca) => vch_pki::ClientAuth::Required { ca },
+        None => vch_pki::ClientAuth::None,
+    };
+    Ok(vch_pki::server_config(cert, key, auth)?)
+}

@@ -1,0 +1,12 @@
+//! vch-proxy against real peers: the docker CLI and a real dockerd from the testbed, and raw
+//! request bytes over real sockets for framing and refusal cases.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failing test should panic with its location"
+)]
+
+mod docker_cli;
+mod support;
+mod wire;

@@ -1,0 +1,163 @@
+//! Raw bytes over real sockets: refusals, framing, limits, upstream failures.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::{Mode, Vch, dockerd};
+
+/// Sends raw bytes and reads until the server closes or 5 s pass.
+fn exchange(vch: &Vch, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(vch.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn request(vch: &Vch, method: &str, target: &str, extra: &str) -> String {
+    exchange(
+        vch,
+        format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n")
+            .as_bytes(),
+    )
+}
+
+#[test]
+fn refusals_are_docker_shaped() {
+    let dockerd = dockerd();
+    let vch = Vch::start(&dockerd, Mode::Plain, &["reg.allowed.example"]);
+
+    let r = request(&vch, "GET", "/v1.41/info", "");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(
+        r.contains(
+            r#"{"message":"client version 1.41 is too new. Maximum supported API version is 1.25"}"#
+        ),
+        "{r}"
+    );
+
+    let r = request(&vch, "POST", "/v1.25/session", "Content-Length: 0\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("not part of Docker API v1.25"),
+        "{r}"
+    );
+
+    // Unversioned paths are served as 1.25, and every answer says so.
+    let r = request(&vch, "GET", "/_ping", "");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.to_ascii_lowercase().contains("api-version: 1.25"),
+        "{r}"
+    );
+    let r = request(&vch, "GET", "/version", "");
+    assert!(r.contains(r#""ApiVersion":"1.25""#), "{r}");
+
+    // h2c upgrades and HTTP/2 prior knowledge are refused.
+    let r = request(
+        &vch,
+        "GET",
+        "/_ping",
+        "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = exchange(&vch, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    assert!(!r.contains("200 OK"), "{r}");
+
+    // Pull gate: denial text, 403; parameters read as dockerd reads them.
+    let r = request(
+        &vch,
+        "POST",
+        "/v1.25/images/create?fromImage=evil.example%2Fx&tag=1",
+        "Content-Length: 0\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(
+        r.contains(
+            "Access denied to unauthorized registry (evil.example) while VCH is in whitelist mode"
+        ),
+        "{r}"
+    );
+    // dockerd uses the first fromImage: a second, allowed one must not launder the first.
+    let r = request(
+        &vch,
+        "POST",
+        "/images/create?fromImage=evil.example/x&fromImage=reg.allowed.example/x",
+        "Content-Length: 0\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    // A form body would be merged into dockerd's parameters: refused.
+    let body = "fromImage=evil.example/x";
+    let r = request(
+        &vch,
+        "POST",
+        "/images/create?fromImage=reg.allowed.example/x",
+        &format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // Non-canonical paths cannot route around the gate.
+    for path in [
+        "//images/create?fromImage=evil.example/x",
+        "/v1.25/images/./create?fromImage=evil.example/x",
+        "/v1.25/x/../images/create?fromImage=evil.example/x",
+    ] {
+        let r = request(&vch, "POST", path, "Content-Length: 0\r\n");
+        assert!(r.starts_with("HTTP/1.1 400"), "{path}: {r}");
+    }
+    let r = request(
+        &vch,
+        "POST",
+        "/v1.25/%69mages/create?fromImage=evil.example/x",
+        "Content-Length: 0\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+
+    // Login gate by serveraddress.
+    let body = r#"{"username":"u","password":"p","serveraddress":"https://evil.example/v1/"}"#;
+    let r = request(
+        &vch,
+        "POST",
+        "/v1.25/auth",
+        &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("(evil.example)"),
+        "{r}"
+    );
+    assert!(!dockerd.log().contains("evil.example"));
+}
+
+#[test]
+fn slow_headers_are_cut_off() {
+    let dockerd = dockerd();
+    let vch = Vch::start(&dockerd, Mode::Plain, &[]);
+    let mut s = TcpStream::connect(vch.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /_ping HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // The test server's header timeout is 2 s: the connection must be closed, not kept waiting.
+    let mut out = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "a slow client held the connection"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("200 OK"), "{text}");
+}
+
+#[test]
+fn an_unreachable_engine_is_a_502_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = format!("unix://{}/nothing.sock", dir.path().display());
+    let vch = Vch::start_with(host.clone(), dir.path(), Mode::Plain, &[]);
+    let r = request(&vch, "GET", "/v1.25/info", "");
+    assert!(r.starts_with("HTTP/1.1 502"), "{r}");
+    assert!(r.contains(&host), "{r}");
+}
