@@ -12,6 +12,7 @@ mod check;
 pub mod config;
 mod create;
 mod inspect;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ pub enum Command {
     Create(create::CreateArgs),
     /// Show a VCH's configuration and certificates with lints; exit 1 on errors.
     Inspect(inspect::InspectArgs),
+    /// Serve a VCH: the Docker API v1.25 endpoint in front of its engine.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs one parsed command line and returns the process exit code.
@@ -49,22 +52,41 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(args),
         Command::Create(args) => create::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
-/// Sets up `tracing` on stderr; `RUST_LOG` overrides the verbosity flag.
-pub fn init_tracing(verbose: u8) {
-    let default = match verbose {
+/// Sets up `tracing`: logs on stderr (`RUST_LOG` overrides the verbosity flag) and, for
+/// `serve`, the audit log. Fails only when the audit log cannot be opened.
+pub fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let default = match cli.verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let is_audit = |m: &tracing::Metadata<'_>| m.target() == vch_proxy::AUDIT_TARGET;
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter)
+        .with_filter(tracing_subscriber::filter::filter_fn(move |m| !is_audit(m)));
+    let audit = match &cli.command {
+        Command::Serve(args) => Some(
+            serve::AuditLayer::new(serve::audit_writer(args)?)
+                .with_filter(tracing_subscriber::filter::filter_fn(is_audit)),
+        ),
+        _ => None,
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(audit)
         .try_init();
+    Ok(())
 }
 
 /// Prints an error as one line on stderr and returns the usage/configuration exit code.

@@ -6,7 +6,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = vch_admin::Cli::parse();
-    vch_admin::init_tracing(cli.verbose);
+    if let Err(err) = vch_admin::init_tracing(&cli) {
+        return vch_admin::report(&err);
+    }
     match vch_admin::run(cli) {
         Ok(code) => code,
         Err(err) => vch_admin::report(&err),

@@ -9,3 +9,4 @@
 mod check;
 mod create;
 mod inspect;
+mod serve;

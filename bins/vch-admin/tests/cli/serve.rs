@@ -1,0 +1,249 @@
+//! `vch-admin create` then `vch-admin serve`: a stock docker CLI over mutual TLS with the env
+//! file, audit lines naming the client, SIGHUP reload of the whitelist, SIGTERM shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vch_testbed::Dockerd;
+
+fn vch_admin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vch-admin"))
+}
+
+/// The docker CLI configured only by the VCH's env file, as a user would after `set -a; . NAME.env`.
+fn docker_with_env(env_file: &Path, config_dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new("docker");
+    cmd.env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .env_remove("DOCKER_CONTEXT")
+        .env("DOCKER_CONFIG", config_dir);
+    for line in std::fs::read_to_string(env_file).unwrap().lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn create_then_serve_with_reload_and_shutdown() {
+    let dockerd =
+        Dockerd::start().expect("dockerd from the testbed must start (apt-get install docker.io)");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vch1");
+    let port = vch_testbed::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let out = vch_admin()
+        .args([
+            "create",
+            "--name",
+            "vch1",
+            "--tls-cname",
+            "127.0.0.1",
+            "--wr",
+            "reg.allowed.example",
+        ])
+        .args([
+            "--docker-host",
+            &dockerd.host(),
+            "--listen",
+            &listen,
+            "--cert-path",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The env file points at 0.0.0.0 or the listen address; aim it at the loopback address.
+    let env_file = dir.join("vch1.env");
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    let env: String = env
+        .lines()
+        .map(|l| {
+            if l.starts_with("DOCKER_HOST=") {
+                format!("DOCKER_HOST=tcp://{listen}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&env_file, env).unwrap();
+
+    let audit = tmp.path().join("audit.jsonl");
+    let mut child = vch_admin()
+        .arg("serve")
+        .arg(&dir)
+        .arg("--audit-log")
+        .arg(&audit)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let serving = Serving(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let banner = lines.next().unwrap().unwrap();
+    assert!(
+        banner.contains(&listen) && banner.contains("tlsverify"),
+        "{banner}"
+    );
+    // Keep draining stderr so the server never blocks on it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+
+    let config_dir = dockerd.docker_config_dir();
+    let out = docker_with_env(
+        &env_file,
+        config_dir,
+        &["version", "--format", "{{.Server.APIVersion}}"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.25");
+
+    let pull = |image: &str| docker_with_env(&env_file, config_dir, &["pull", image]);
+    let out = pull("reg.other.example/app");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Access denied to unauthorized registry (reg.other.example)")
+    );
+
+    // SIGHUP: a new whitelist takes effect without a restart.
+    let config = dir.join("vch.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("reg.allowed.example", "reg.other.example");
+    std::fs::write(&config, text).unwrap();
+    signal(&serving.0, "-HUP");
+    let reloaded = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(reloaded.contains("reloaded"), "{reloaded}");
+    let out = pull("reg.other.example/app");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("Access denied"),
+        "still denied after reload: {stderr}"
+    );
+    let out = pull("reg.allowed.example/app");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Access denied to unauthorized registry (reg.allowed.example)")
+    );
+
+    // A broken config on SIGHUP keeps the running settings.
+    std::fs::write(&config, "this is not toml").unwrap();
+    signal(&serving.0, "-HUP");
+    let failed = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(failed.contains("reload failed"), "{failed}");
+    let out = docker_with_env(
+        &env_file,
+        config_dir,
+        &["info", "--format", "{{.ServerVersion}}"],
+    );
+    assert!(out.status.success());
+
+    // The audit log names the client certificate.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["status"] == 403 && r["image"] == "reg.other.example/app:latest")
+    );
+    assert!(
+        records.iter().all(|r| r["client_subject"].is_string()),
+        "{records:?}"
+    );
+
+    // SIGTERM: a clean exit.
+    let mut serving = serving;
+    signal(&serving.0, "-TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = serving.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn serve_fails_closed_on_a_broken_vch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = vch_admin().arg("serve").arg(tmp.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vch.toml"));
+
+    let dir = tmp.path().join("v");
+    let ok = vch_admin()
+        .args([
+            "create",
+            "--name",
+            "v",
+            "--tls-cname",
+            "127.0.0.1",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert-path",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    std::fs::write(
+        dir.join("server-key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let out = vch_admin()
+        .arg("serve")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server-key.pem"), "{stderr}");
+}
