@@ -70,6 +70,21 @@ impl Vch {
         mode: Mode,
         whitelist: &[&str],
     ) -> Vch {
+        let options = Options {
+            header_read_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            ..Options::default()
+        };
+        Self::start_opts(docker_host, docker_config, mode, whitelist, options)
+    }
+
+    pub(crate) fn start_opts(
+        docker_host: String,
+        docker_config: &Path,
+        mode: Mode,
+        whitelist: &[&str],
+        options: Options,
+    ) -> Vch {
         init_audit_capture();
         let certs = Certs::new("vch-test-client");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -103,11 +118,6 @@ impl Vch {
                 )
                 .unwrap(),
             ),
-        };
-        let options = Options {
-            header_read_timeout: Duration::from_secs(2),
-            shutdown_grace: Duration::from_secs(5),
-            ..Options::default()
         };
         let server = runtime
             .block_on(Server::bind(

@@ -161,3 +161,123 @@ fn an_unreachable_engine_is_a_502_naming_it() {
     assert!(r.starts_with("HTTP/1.1 502"), "{r}");
     assert!(r.contains(&host), "{r}");
 }
+
+/// Sockets dockerd has open (its API connections among them).
+fn socket_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_disconnect_closes_the_engine_connection() {
+    let dockerd = dockerd();
+    let pid = dockerd.pid().unwrap();
+    let vch = Vch::start(&dockerd, Mode::Plain, &[]);
+    let baseline = socket_fds(pid);
+    let mut s = TcpStream::connect(vch.addr).unwrap();
+    s.write_all(b"GET /v1.25/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    wait_for("the proxy's engine connection", || {
+        socket_fds(pid) > baseline
+    });
+    drop(s);
+    wait_for("the engine connection to close", || {
+        socket_fds(pid) <= baseline
+    });
+    wait_for("the proxy to forget the connection", || {
+        vch.handle.live_connections() == 0
+    });
+}
+
+#[test]
+fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let dockerd = dockerd();
+    let options = vch_proxy::Options {
+        max_connections: 2,
+        ..vch_proxy::Options::default()
+    };
+    let vch = Vch::start_opts(
+        dockerd.host(),
+        dockerd.docker_config_dir(),
+        Mode::Plain,
+        &[],
+        options,
+    );
+    let ping = b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n";
+    let first = TcpStream::connect(vch.addr).unwrap();
+    let mut second = TcpStream::connect(vch.addr).unwrap();
+    second.write_all(ping).unwrap();
+    let mut buf = [0u8; 12];
+    second.read_exact(&mut buf).unwrap();
+    wait_for("two live connections", || {
+        vch.handle.live_connections() == 2
+    });
+    let mut third = TcpStream::connect(vch.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    third.write_all(ping).unwrap();
+    assert!(
+        third.read(&mut buf).is_err(),
+        "a third connection was served beyond the limit"
+    );
+    drop(first);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    third.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+}
+
+#[test]
+fn audit_records_count_bytes_and_time() {
+    let dockerd = dockerd();
+    let vch = Vch::start(&dockerd, Mode::Plain, &[]);
+    let body = r#"{"Image":"none-such-image","Cmd":["true"]}"#;
+    let r = request(
+        &vch,
+        "POST",
+        "/v1.25/containers/create?name=vch-audit-bytes",
+        &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    wait_for("the audit record", || {
+        crate::support::audit_records()
+            .iter()
+            .any(|rec| rec["path"] == "/v1.25/containers/create?name=vch-audit-bytes")
+    });
+    let rec = crate::support::audit_records()
+        .into_iter()
+        .find(|rec| rec["path"] == "/v1.25/containers/create?name=vch-audit-bytes")
+        .unwrap();
+    assert_eq!(rec["method"], "POST");
+    assert_eq!(rec["status"], 404);
+    assert_eq!(rec["api_version"], "1.25");
+    assert_eq!(rec["bytes_in"], body.len());
+    assert!(rec["bytes_out"].as_u64().unwrap() > 10);
+    assert!(rec["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(rec["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(rec["time"].as_str().unwrap().ends_with('Z'));
+}
