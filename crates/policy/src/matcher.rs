@@ -225,7 +225,8 @@ impl Matcher {
         if self.wildcards.is_empty() {
             return;
         }
-        for (i, _) in name.match_indices('.') {
+        // A dot at index 0 has no label before it: `.example.com` is not below `example.com`.
+        for (i, _) in name.match_indices('.').filter(|&(i, _)| i > 0) {
             if let Some(ids) = self.wildcards.get(&name[i + 1..]) {
                 f(ids);
             }

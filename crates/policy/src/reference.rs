@@ -134,11 +134,6 @@ fn parse(reference: &str) -> Result<ImageRef, Error> {
         return Err(err("repository name must not be more than 255 characters"));
     }
 
-    let domain = if registry.is_docker_hub() && domain.eq_ignore_ascii_case("index.docker.io") {
-        "docker.io"
-    } else {
-        domain
-    };
     let match_path = (registry.is_docker_hub() && !path.contains('/'))
         .then(|| format!("library/{path}").into_boxed_str());
     let tag = match (tag, digest) {
@@ -381,6 +376,14 @@ mod tests {
             "a/b/c",
         ),
         ("Foo/app", "Foo/app:latest", "foo", "app"),
+        // Docker rewrites only the exact `index.docker.io`; a mixed-case spelling is kept as
+        // written (and is still Hub for matching). Found by the reference_parse fuzz target.
+        (
+            "Index.docker.io/x",
+            "Index.docker.io/x:latest",
+            "docker.io",
+            "library/x",
+        ),
         (
             "Reg.Example.com/team/app",
             "Reg.Example.com/team/app:latest",
