@@ -104,6 +104,7 @@ struct Plan {
 
 fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
     validate_name(&args.name)?;
+    validate_docker_host(&args.docker_host)?;
     let mode = if args.no_tls {
         TlsMode::None
     } else if args.no_tlsverify {
@@ -138,12 +139,13 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         .compile(&dir)
         .context("invalid registry policy; nothing was written")?;
 
-    let mut hosts: Vec<String> = args.tls_cnames.clone();
+    let mut hosts: Vec<String> = if args.tls_cnames.is_empty() {
+        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+    } else {
+        args.tls_cnames.clone()
+    };
     if !listen.ip().is_unspecified() && !hosts.contains(&listen.ip().to_string()) {
         hosts.push(listen.ip().to_string());
-    }
-    if hosts.is_empty() {
-        hosts = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     }
     // The address clients dial: the first name given, else the listen address, else loopback.
     let dial = args
@@ -198,6 +200,20 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         has_client,
         notes,
     })
+}
+
+fn validate_docker_host(url: &str) -> anyhow::Result<()> {
+    let ok = match (url.strip_prefix("unix://"), url.strip_prefix("tcp://")) {
+        (Some(path), _) => path.starts_with('/'),
+        (_, Some(addr)) => addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0)),
+        _ => false,
+    };
+    if !ok {
+        bail!("invalid --docker-host {url:?}: use unix:///absolute/path.sock or tcp://HOST:PORT");
+    }
+    Ok(())
 }
 
 fn validate_name(name: &str) -> anyhow::Result<()> {

@@ -1,4 +1,3 @@
-//! Certificates for Docker TLS and registries.
 #![doc = include_str!("../README.md")]
 
 mod ca;

@@ -195,10 +195,23 @@ fn default_is_mutual_tls_with_the_vch_layout() {
 #[test]
 fn no_tlsverify_and_no_tls_write_what_vic_writes() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = create(
-        tmp.path(),
+    let dir = tmp.path().join("st");
+    let out = run_ok(&[
+        "create",
+        "--name",
         "st",
-        &["--no-tlsverify", "--tls-cname", "vch.example"],
+        "--cert-path",
+        dir.to_str().unwrap(),
+        "--no-tlsverify",
+        "--tls-cname",
+        "vch.example",
+    ]);
+    assert!(
+        out.contains(&format!(
+            "docker -H tcp://vch.example:2376 --tlsverify --tlscacert {}/ca.pem info",
+            dir.display()
+        )),
+        "{out}"
     );
     assert_eq!(
         listing(&dir),
@@ -274,6 +287,11 @@ fn bad_input_fails_before_anything_is_written() {
         (&["--tls-cname", "host:2376"], "invalid host name"),
         (&["--key-type", "dsa"], "unknown key type"),
         (&["--days", "0"], "invalid validity"),
+        (
+            &["--docker-host", "/var/run/docker.sock"],
+            "invalid --docker-host",
+        ),
+        (&["--docker-host", "tcp://host"], "invalid --docker-host"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["create", "--name", "bad", "--cert-path", d];
@@ -321,6 +339,29 @@ fn registry_policy_goes_into_vch_toml() {
     assert_eq!(config.docker_host, "tcp://127.0.0.1:2375");
     assert_eq!(config.listen_addr().to_string(), "127.0.0.1:12376");
     config.registry.compile(&dir).unwrap();
+    // Without --tls-cname the loopback names stay, and the specific listen address is added.
+    let sans = openssl(
+        &dir,
+        &[
+            "x509",
+            "-in",
+            "server-cert.pem",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ],
+    );
+    assert!(
+        sans.contains("DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1"),
+        "{sans}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pol.env"))
+            .unwrap()
+            .lines()
+            .next(),
+        Some("DOCKER_HOST=tcp://127.0.0.1:12376")
+    );
 }
 
 #[test]
@@ -683,6 +724,67 @@ fn real_docker_cli_uses_the_client_trio_against_a_tlsverify_dockerd() {
             &p("cert.pem"),
             "--tlskey",
             &p("key.pem"),
+            "version",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn no_tlsverify_command_verifies_the_server_without_a_client_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = create(tmp.path(), "mutual", &[]);
+    let dir_st = create(tmp.path(), "server-only", &["--no-tlsverify"]);
+    let port = vch_testbed::free_port().unwrap();
+    let p = |f: &str| dir_st.join(f).to_str().unwrap().to_owned();
+    // dockerd in server-only TLS mode (`--tls`, no `--tlsverify`), as the VCH would serve it.
+    let dockerd = Dockerd::builder()
+        .args([
+            "--tls",
+            // dockerd reads a CA file in any TLS mode (default ~/.docker/ca.pem) and turns on
+            // client verification unless told otherwise explicitly.
+            "--tlsverify=false",
+            "--tlscacert",
+            &p("ca.pem"),
+            "--tlscert",
+            &p("server-cert.pem"),
+            "--tlskey",
+            &p("server-key.pem"),
+        ])
+        .args(["-H", &format!("tcp://127.0.0.1:{port}")])
+        .start()
+        .unwrap();
+    let cfg = tmp.path().join("docker-config");
+    std::fs::create_dir(&cfg).unwrap();
+    let host = format!("tcp://127.0.0.1:{port}");
+    // The command create printed for this mode.
+    let out = docker(&cfg)
+        .args([
+            "-H",
+            &host,
+            "--tlsverify",
+            "--tlscacert",
+            &p("ca.pem"),
+            "version",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        dockerd.log()
+    );
+    // Another CA does not verify this server.
+    let other_ca = dir.join("ca.pem");
+    let out = docker(&cfg)
+        .args([
+            "-H",
+            &host,
+            "--tlsverify",
+            "--tlscacert",
+            other_ca.to_str().unwrap(),
             "version",
         ])
         .output()
