@@ -483,3 +483,34 @@ mod dns {
         assert!(std::net::UdpSocket::bind(addr).is_ok(), "port released");
     }
 }
+
+mod haproxy {
+    use super::*;
+    use vch_testbed::{Dockerd, Haproxy, Registry};
+
+    #[test]
+    fn relays_tcp_to_dockerd_unix_socket() {
+        let dockerd = Dockerd::start().unwrap();
+        let relay = Haproxy::to_unix(dockerd.socket_path()).start().unwrap();
+        assert!(relay.addr().ip().is_loopback());
+        let url = format!("http://{}/_ping", relay.addr());
+        // Several requests: each is its own relayed connection.
+        for _ in 0..5 {
+            let ping = HttpClient::plain().get(&url).unwrap();
+            assert_eq!((ping.status, ping.text().as_str()), (200, "OK"));
+        }
+        let pid = relay.pid().unwrap();
+        drop(relay);
+        assert!(!pid_alive(pid));
+    }
+
+    #[test]
+    fn relays_tcp_to_tcp() {
+        let registry = Registry::start().unwrap();
+        let relay = Haproxy::to_tcp(registry.socket_addr()).start().unwrap();
+        let v2 = HttpClient::plain()
+            .get(&format!("http://{}/v2/", relay.addr()))
+            .unwrap();
+        assert_eq!(v2.status, 200);
+    }
+}
