@@ -362,7 +362,8 @@ impl Dockerd {
     }
 
     fn kill_containers(&self) {
-        let api = self.api();
+        // Short: a wedged daemon must not hold up the drop; SIGTERM/SIGKILL follow anyway.
+        let api = self.api().timeout(Duration::from_secs(5));
         let Ok(list) = api.get("http://docker/containers/json") else {
             return;
         };

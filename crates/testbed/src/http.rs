@@ -14,7 +14,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::error::{Error, Result};
 
-/// Socket read/write timeout, so a wedged daemon fails a test instead of hanging it.
+/// Default socket connect/read/write timeout, so a wedged daemon fails a test instead of
+/// hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest status line or header line accepted.
 const MAX_LINE: usize = 64 * 1024;
@@ -80,6 +81,7 @@ impl std::fmt::Debug for Transport {
 pub struct HttpClient {
     transport: Transport,
     authorization: Option<String>,
+    timeout: Duration,
 }
 
 impl HttpClient {
@@ -89,6 +91,7 @@ impl HttpClient {
         Self {
             transport: Transport::Plain,
             authorization: None,
+            timeout: IO_TIMEOUT,
         }
     }
 
@@ -99,6 +102,7 @@ impl HttpClient {
         Self {
             transport: Transport::Unix(socket.to_owned()),
             authorization: None,
+            timeout: IO_TIMEOUT,
         }
     }
 
@@ -138,6 +142,7 @@ impl HttpClient {
         Self {
             transport: Transport::Tls(Arc::new(config)),
             authorization: None,
+            timeout: IO_TIMEOUT,
         }
     }
 
@@ -195,7 +200,15 @@ impl HttpClient {
         Ok(Self {
             transport: Transport::Tls(Arc::new(config)),
             authorization: None,
+            timeout: IO_TIMEOUT,
         })
+    }
+
+    /// Connect, read and write timeout of each socket operation (default 60 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Sends HTTP basic credentials with every request.
@@ -264,13 +277,13 @@ impl HttpClient {
     fn connect(&self, url: &Url) -> std::result::Result<Box<dyn ReadWrite>, ConnectError> {
         if let Transport::Unix(path) = &self.transport {
             let s = UnixStream::connect(path)?;
-            s.set_read_timeout(Some(IO_TIMEOUT))?;
-            s.set_write_timeout(Some(IO_TIMEOUT))?;
+            s.set_read_timeout(Some(self.timeout))?;
+            s.set_write_timeout(Some(self.timeout))?;
             return Ok(Box::new(s));
         }
-        let tcp = TcpStream::connect((url.host.as_str(), url.port))?;
-        tcp.set_read_timeout(Some(IO_TIMEOUT))?;
-        tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+        let tcp = connect_tcp(&url.host, url.port, self.timeout)?;
+        tcp.set_read_timeout(Some(self.timeout))?;
+        tcp.set_write_timeout(Some(self.timeout))?;
         tcp.set_nodelay(true)?;
         if !url.https {
             return Ok(Box::new(tcp));
@@ -286,6 +299,24 @@ impl HttpClient {
             .map_err(|e| ConnectError::Other(format!("tls: {e}")))?;
         Ok(Box::new(rustls::StreamOwned::new(conn, tcp)))
     }
+}
+
+/// Connects to the first address of `host:port` that answers, each try bounded by `timeout`.
+fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no address for {host}"),
+        )
+    }))
 }
 
 enum ConnectError {
