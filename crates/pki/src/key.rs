@@ -240,6 +240,8 @@ mod tests {
             (KeyType::EcdsaP256, "ECDSA P-256"),
             (KeyType::EcdsaP384, "ECDSA P-384"),
             (KeyType::Rsa2048, "RSA 2048"),
+            (KeyType::Rsa3072, "RSA 3072"),
+            (KeyType::Rsa4096, "RSA 4096"),
         ];
         for (kt, want) in expect {
             let key = PrivateKey::generate(kt).unwrap();
