@@ -13,6 +13,11 @@
 //!
 //! [registry]                                # vch_policy::RegistryConfig
 //! whitelist = ["registry.example.com"]
+//!
+//! [docker_tls]                              # optional: a tcp:// engine behind --tlsverify
+//! ca = "docker-ca.pem"
+//! cert = "docker-cert.pem"
+//! key = "docker-key.pem"
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -47,6 +52,22 @@ pub struct VchConfig {
     /// Registry policy.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Client TLS towards a `tcp://` engine that requires it (`dockerd --tlsverify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_tls: Option<DockerTls>,
+}
+
+/// The `[docker_tls]` section: how the VCH authenticates to a TLS-protected engine. Paths are
+/// relative to the VCH directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerTls {
+    /// CA the engine's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate presented to the engine.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
 }
 
 fn default_docker_host() -> String {
@@ -194,6 +215,7 @@ mod tests {
                 whitelist: vec!["registry.example.com".into()],
                 ..RegistryConfig::default()
             },
+            docker_tls: None,
         }
     }
 

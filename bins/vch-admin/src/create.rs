@@ -187,6 +187,7 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         docker_host: args.docker_host.clone(),
         tls,
         registry,
+        docker_tls: None,
     };
     files.push(PlannedFile::public(format!("{}.env", args.name), env_text));
     files.push(PlannedFile::public(CONFIG_FILE, config.to_toml()?));

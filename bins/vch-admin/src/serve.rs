@@ -125,7 +125,18 @@ fn load(dir: &Path) -> anyhow::Result<(VchConfig, Settings)> {
         .registry
         .compile(dir)
         .with_context(|| format!("[registry] in {}", paths.config_file.display()))?;
-    let upstream = Upstream::parse(&config.docker_host, None)?;
+    let engine_tls = match &config.docker_tls {
+        Some(t) => {
+            let client = vch_pki::client_config(
+                &dir.join(&t.ca),
+                Some((&dir.join(&t.cert), &dir.join(&t.key))),
+            )
+            .with_context(|| format!("[docker_tls] in {}", paths.config_file.display()))?;
+            Some(std::sync::Arc::new(client))
+        }
+        None => None,
+    };
+    let upstream = Upstream::parse(&config.docker_host, engine_tls)?;
     let mut settings = Settings::new(upstream, policy);
     let files = |what: &str, p: &Option<PathBuf>| {
         p.clone()

@@ -247,3 +247,91 @@ fn serve_fails_closed_on_a_broken_vch() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server-key.pem"), "{stderr}");
 }
+
+#[test]
+fn serve_reaches_an_engine_behind_mutual_tls() {
+    use std::io::{Read, Write};
+
+    let tmp = tempfile::tempdir().unwrap();
+    // The engine's own PKI, separate from the VCH's.
+    let engine_dir = tmp.path().join("engine");
+    let out = vch_admin()
+        .args([
+            "create",
+            "--name",
+            "engine",
+            "--tls-cname",
+            "127.0.0.1",
+            "--cert-path",
+        ])
+        .arg(&engine_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dockerd = vch_testbed::Dockerd::builder()
+        .tls(vch_testbed::DockerdTls {
+            ca: engine_dir.join("ca.pem"),
+            cert: engine_dir.join("server-cert.pem"),
+            key: engine_dir.join("server-key.pem"),
+        })
+        .start()
+        .expect("dockerd from the testbed must start (apt-get install docker.io)");
+    let engine = dockerd.tcp_addr().unwrap();
+
+    let dir = tmp.path().join("vch");
+    let port = vch_testbed::free_port().unwrap();
+    let out = vch_admin()
+        .args([
+            "create",
+            "--name",
+            "vch",
+            "--no-tls",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--docker-host", &format!("tcp://{engine}"), "--cert-path"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (from, to) in [
+        ("ca.pem", "docker-ca.pem"),
+        ("cert.pem", "docker-cert.pem"),
+        ("key.pem", "docker-key.pem"),
+    ] {
+        std::fs::copy(engine_dir.join(from), dir.join(to)).unwrap();
+    }
+    let config = dir.join("vch.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[docker_tls]\nca = \"docker-ca.pem\"\ncert = \"docker-cert.pem\"\nkey = \"docker-key.pem\"\n");
+    std::fs::write(&config, text).unwrap();
+
+    let mut child = vch_admin()
+        .arg("serve")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _serving = Serving(child);
+    let banner = BufReader::new(stderr).lines().next().unwrap().unwrap();
+    assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /v1.25/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("ServerVersion"),
+        "{answer}"
+    );
+}

@@ -75,11 +75,12 @@ impl Vch {
             shutdown_grace: Duration::from_secs(5),
             ..Options::default()
         };
-        Self::start_opts(docker_host, docker_config, mode, whitelist, options)
+        let upstream = Upstream::parse(&docker_host, None).unwrap();
+        Self::start_opts(upstream, docker_config, mode, whitelist, options)
     }
 
     pub(crate) fn start_opts(
-        docker_host: String,
+        upstream: Upstream,
         docker_config: &Path,
         mode: Mode,
         whitelist: &[&str],
@@ -96,10 +97,7 @@ impl Vch {
         for entry in whitelist {
             policy.whitelist(*entry);
         }
-        let mut settings = Settings::new(
-            Upstream::parse(&docker_host, None).unwrap(),
-            policy.build().unwrap(),
-        );
+        let mut settings = Settings::new(upstream, policy.build().unwrap());
         settings = match mode {
             Mode::Plain => settings,
             Mode::Tls => settings.with_tls(

@@ -215,8 +215,9 @@ fn connections_beyond_the_limit_wait_for_a_free_slot() {
         max_connections: 2,
         ..vch_proxy::Options::default()
     };
+    let upstream = vch_proxy::Upstream::parse(&dockerd.host(), None).unwrap();
     let vch = Vch::start_opts(
-        dockerd.host(),
+        upstream,
         dockerd.docker_config_dir(),
         Mode::Plain,
         &[],
@@ -280,4 +281,29 @@ fn audit_records_count_bytes_and_time() {
     assert!(rec["duration_ms"].as_f64().unwrap() > 0.0);
     assert!(rec["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(rec["time"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn an_engine_behind_mutual_tls_is_reached_with_a_client_certificate() {
+    let certs = crate::support::Certs::new("vch-proxy-to-engine");
+    let dockerd = vch_testbed::Dockerd::builder()
+        .tls(vch_testbed::DockerdTls {
+            ca: certs.path("ca.pem"),
+            cert: certs.path("server-cert.pem"),
+            key: certs.path("server-key.pem"),
+        })
+        .start()
+        .expect("dockerd from the testbed must start (apt-get install docker.io)");
+    let engine = dockerd.tcp_addr().unwrap();
+    let client = vch_pki::client_config(&certs.path("ca.pem"), Some((&certs.path("cert.pem"), &certs.path("key.pem")))).unwrap();
+    let upstream = vch_proxy::Upstream::parse(&format!("tcp://{engine}"), Some(std::sync::Arc::new(client))).unwrap();
+    let vch = Vch::start_opts(upstream, dockerd.docker_config_dir(), Mode::Plain, &[], vch_proxy::Options::default());
+    let r = request(&vch, "GET", "/v1.25/info", "");
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("ServerVersion"), "{r}");
+    // Without a client certificate the engine refuses the proxy: a 502 naming it.
+    let bare = vch_pki::client_config(&certs.path("ca.pem"), None).unwrap();
+    let upstream = vch_proxy::Upstream::parse(&format!("tcp://{engine}"), Some(std::sync::Arc::new(bare))).unwrap();
+    let vch = Vch::start_opts(upstream, dockerd.docker_config_dir(), Mode::Plain, &[], vch_proxy::Options::default());
+    let r = request(&vch, "GET", "/v1.25/info", "");
+    assert!(r.starts_with("HTTP/1.1 502") && r.contains(&engine.to_string()), "{r}");
 }
