@@ -1,0 +1,206 @@
+//! Request and response bodies: collecting with a bound, and digest verification while
+//! streaming.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body, Frame, Incoming};
+
+use crate::error::{Error, Result};
+use crate::reference::{Digest, Hasher};
+use crate::transport::{self, BoxError};
+
+/// A body of bytes in memory.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> transport::Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub(crate) fn empty() -> transport::Body {
+    full(Bytes::new())
+}
+
+/// Reads a whole response body, refusing more than `limit` bytes.
+pub(crate) async fn collect(mut body: Incoming, limit: usize, what: &str) -> Result<Bytes> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::Http {
+            method: "GET".into(),
+            url: what.to_owned(),
+            reason: format!("reading the body: {e}"),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(Error::Http {
+                    method: "GET".into(),
+                    url: what.to_owned(),
+                    reason: format!("body larger than the {limit} byte limit"),
+                });
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A blob body that checks size and digest as it streams.
+///
+/// It holds back the last frame until the end of the source has been verified, so a
+/// consumer that forwards it (an upload) never sends the complete content of a corrupt blob:
+/// the error arrives before the final bytes, and the upload is aborted.
+pub struct BlobStream {
+    inner: Incoming,
+    hasher: Option<Hasher>,
+    expected: Digest,
+    expected_size: Option<u64>,
+    seen: u64,
+    pending: Option<Bytes>,
+    done: bool,
+    what: String,
+}
+
+impl std::fmt::Debug for BlobStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStream")
+            .field("expected", &self.expected)
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobStream {
+    pub(crate) fn new(inner: Incoming, expected: Digest, size: Option<u64>, what: String) -> Self {
+        Self {
+            inner,
+            hasher: Some(expected.hasher()),
+            expected,
+            expected_size: size,
+            seen: 0,
+            pending: None,
+            done: false,
+            what,
+        }
+    }
+
+    /// The size the registry announced (`Content-Length`), when it did.
+    #[must_use]
+    pub fn size(&self) -> Option<u64> {
+        self.expected_size
+    }
+
+    /// The next verified chunk; `None` at the end (after the digest matched).
+    ///
+    /// # Errors
+    /// [`Error::DigestMismatch`] at the end when the content does not hash to the digest (or
+    /// has another size than announced); [`Error::Http`] when the connection fails.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
+        match self.frame().await {
+            None => Ok(None),
+            Some(Ok(frame)) => Ok(frame.into_data().ok()),
+            Some(Err(e)) => Err(self.to_error(e)),
+        }
+    }
+
+    /// Reads the whole blob into memory (for configs and small blobs).
+    ///
+    /// # Errors
+    /// As [`BlobStream::chunk`].
+    pub async fn bytes(mut self) -> Result<Bytes> {
+        let mut out = Vec::new();
+        while let Some(c) = self.chunk().await? {
+            out.extend_from_slice(&c);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    fn to_error(&self, e: BoxError) -> Error {
+        match e.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(e) => Error::Http {
+                method: "GET".into(),
+                url: self.what.clone(),
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn finish(&mut self) -> std::result::Result<(), Error> {
+        let actual = self.hasher.take().map(Hasher::finish);
+        if let Some(size) = self.expected_size
+            && size != self.seen
+        {
+            return Err(Error::DigestMismatch {
+                what: self.what.clone(),
+                expected: format!("{} ({size} bytes)", self.expected),
+                actual: format!("{} bytes", self.seen),
+            });
+        }
+        match actual {
+            Some(d) if d == self.expected => Ok(()),
+            Some(d) => Err(Error::DigestMismatch {
+                what: self.what.clone(),
+                expected: self.expected.to_string(),
+                actual: d.to_string(),
+            }),
+            None => Err(Error::Unreachable("blob stream finished twice")),
+        }
+    }
+}
+
+impl Body for BlobStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(this.pending.take().map(|b| Ok(Frame::data(b))));
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    this.seen += data.len() as u64;
+                    if let Some(h) = this.hasher.as_mut() {
+                        h.update(&data);
+                    }
+                    if let Some(prev) = this.pending.replace(data) {
+                        return Poll::Ready(Some(Ok(Frame::data(prev))));
+                    }
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    this.pending = None;
+                    return Poll::Ready(Some(Err(Box::new(Error::Http {
+                        method: "GET".into(),
+                        url: this.what.clone(),
+                        reason: format!("reading the blob: {e}"),
+                    }))));
+                }
+                None => {
+                    this.done = true;
+                    if let Err(e) = this.finish() {
+                        this.pending = None;
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_none()
+    }
+}

@@ -1,0 +1,31 @@
+//! Registry HTTP API v2 / OCI distribution client.
+#![doc = include_str!("../README.md")]
+
+mod body;
+mod challenge;
+mod client;
+mod credentials;
+mod error;
+mod manifest;
+mod reference;
+mod settings;
+mod transport;
+
+// The API.
+pub use body::BlobStream;
+pub use challenge::{Challenge, parse_link_next, parse_www_authenticate};
+pub use client::{
+    Client, ClientBuilder, DEFAULT_ATTEMPTS, FetchedManifest, MAX_MANIFEST, ManifestHead, Mount,
+    Page, Ping, UploadSession,
+};
+pub use credentials::{AuthEntry, Credentials, DOCKER_HUB_AUTH_KEY, DockerConfig};
+pub use error::{Error, RegistryError, RegistryErrors, Result};
+pub use manifest::{
+    ACCEPT_ALL, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Manifest, OCI_INDEX,
+    OCI_MANIFEST, Platform,
+};
+pub use reference::{DOCKER_HUB, DOCKER_HUB_API, Digest, Hasher, Reference};
+pub use settings::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DangerousHostSettingsBuilder, HostSettings,
+    HostSettingsBuilder, PlainHttp,
+};

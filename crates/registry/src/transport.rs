@@ -1,0 +1,274 @@
+//! HTTP/1.1 over TCP or TLS with connection pooling: hyper-util's pooled client over a
+//! connector of our own, so TLS trust is per registry and failures keep their cause.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::error::Error;
+use crate::settings::HostSettings;
+
+/// Errors that bodies we send may produce (a source blob failing its digest mid-stream).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The request body type: bytes in memory or a stream from another registry.
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// Why the connector failed; found again in the client error's source chain.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    Tcp(String),
+    Tls(String),
+    Timeout,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(r) => write!(f, "tcp: {r}"),
+            Self::Tls(r) => write!(f, "tls: {r}"),
+            Self::Timeout => f.write_str("connect timed out"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// A TCP or TLS connection.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, b),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Dials `http://` over TCP and `https://` over TLS with the host's configuration.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    tls: Option<Arc<ClientConfig>>,
+    timeout: Duration,
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<TokioIo<Stream>, ConnectError>> + Send>>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<Stream>;
+    type Error = ConnectError;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            tokio::time::timeout(timeout, connect(uri, tls))
+                .await
+                .unwrap_or(Err(ConnectError::Timeout))
+        })
+    }
+}
+
+async fn connect(
+    uri: Uri,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<TokioIo<Stream>, ConnectError> {
+    let https = uri.scheme_str() == Some("https");
+    let host = uri
+        .host()
+        .ok_or_else(|| ConnectError::Tcp(format!("no host in {uri}")))?;
+    // `[::1]` in a URI is `::1` to the resolver and to SNI.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| ConnectError::Tcp(e.to_string()))?;
+    // Latency matters more than packet count for small registry requests.
+    let _ = tcp.set_nodelay(true);
+    if !https {
+        return Ok(TokioIo::new(Stream::Tcp(tcp)));
+    }
+    let config = tls.ok_or_else(|| ConnectError::Tls("tls is not configured".into()))?;
+    let name = ServerName::try_from(host.clone())
+        .map_err(|e| ConnectError::Tls(format!("bad server name {host:?}: {e}")))?;
+    let stream = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ConnectError::Tls(tls_reason(&e)))?;
+    Ok(TokioIo::new(Stream::Tls(Box::new(stream))))
+}
+
+/// rustls' error inside an io error, or the io error itself.
+fn tls_reason(e: &io::Error) -> String {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map_or_else(|| e.to_string(), ToString::to_string)
+}
+
+/// A pooled HTTP/1.1 client for one registry host.
+#[derive(Clone)]
+pub(crate) struct Transport {
+    client: Client<Connector, Body>,
+    pub(crate) settings: HostSettings,
+}
+
+impl Transport {
+    pub(crate) fn new(settings: HostSettings) -> Self {
+        let connector = Connector {
+            tls: settings.tls.clone(),
+            timeout: settings.connect_timeout,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Self { client, settings }
+    }
+
+    /// Sends a request; the response headers must arrive within the request timeout.
+    pub(crate) async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+        let method = req.method().to_string();
+        let uri = req.uri().clone();
+        let after = self.settings.request_timeout;
+        let res = tokio::time::timeout(after, self.client.request(req)).await;
+        match res {
+            Err(_) => Err(Error::Timeout {
+                method,
+                url: uri.to_string(),
+                after,
+            }),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&method, &uri, &e)),
+        }
+    }
+}
+
+/// Turns a client error into ours, finding the connector's error in the source chain.
+fn classify(method: &str, uri: &Uri, e: &hyper_util::client::legacy::Error) -> Error {
+    let host = uri
+        .authority()
+        .map_or_else(|| uri.to_string(), ToString::to_string);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(c) = s.downcast_ref::<ConnectError>() {
+            return match c {
+                ConnectError::Tcp(reason) => Error::Connect {
+                    host,
+                    reason: reason.clone(),
+                },
+                ConnectError::Tls(reason) if looks_like_plain_http(reason) => {
+                    Error::PlainHttpRefused { host }
+                }
+                ConnectError::Tls(reason) => Error::Tls {
+                    host,
+                    reason: reason.clone(),
+                },
+                ConnectError::Timeout => Error::Connect {
+                    host,
+                    reason: "connect timed out".into(),
+                },
+            };
+        }
+        source = s.source();
+    }
+    let mut reason = e.to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    Error::Http {
+        method: method.to_owned(),
+        url: uri.to_string(),
+        reason,
+    }
+}
+
+/// rustls reports an HTTP answer to a ClientHello as a corrupt message.
+fn looks_like_plain_http(reason: &str) -> bool {
+    reason.contains("InvalidContentType") || reason.contains("corrupt message")
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the registry client against real Distribution registries.
+
+// Test support code may unwrap: a panic there is a test failure with a location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod auth;
+mod support;
+mod tls;

@@ -1,0 +1,303 @@
+//! Shared test fixtures: registries from the testbed, a CA from vch-pki, and a token issuer
+//! implementing Docker's token spec (signed JWTs with an `x5c` chain).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rustls_pki_types::pem::PemObject;
+use vch_pki::{CaOptions, CertificateAuthority, LeafOptions};
+use vch_registry::{Client, Credentials, HostSettings, PlainHttp};
+use vch_testbed::{Registry, TokenAuth};
+
+/// A CA with a server certificate for 127.0.0.1/localhost, written to a temp dir.
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca: CertificateAuthority,
+}
+
+impl Pki {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::generate(&CaOptions::new("vch-registry test CA")).unwrap();
+        let server = ca
+            .issue(&LeafOptions::server(["127.0.0.1", "localhost"]))
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        std::fs::write(dir.path().join("server-cert.pem"), server.cert_pem()).unwrap();
+        std::fs::write(dir.path().join("server-key.pem"), server.key().to_pem()).unwrap();
+        Self { dir, ca }
+    }
+
+    pub(crate) fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub(crate) fn cert(&self) -> PathBuf {
+        self.dir.path().join("server-cert.pem")
+    }
+
+    pub(crate) fn key(&self) -> PathBuf {
+        self.dir.path().join("server-key.pem")
+    }
+}
+
+pub(crate) fn plain_registry() -> Registry {
+    Registry::start().unwrap()
+}
+
+pub(crate) fn tls_registry(pki: &Pki) -> Registry {
+    Registry::builder()
+        .tls(pki.cert(), pki.key())
+        .start()
+        .unwrap()
+}
+
+/// A client for a plain-HTTP testbed registry.
+pub(crate) fn plain_client(reg: &Registry) -> Client {
+    let settings = HostSettings::builder(reg.addr())
+        .dangerous()
+        .plain_http(PlainHttp::Only)
+        .build()
+        .unwrap();
+    Client::builder(reg.addr())
+        .settings(settings)
+        .build()
+        .unwrap()
+}
+
+/// A client trusting the test CA.
+pub(crate) fn tls_client(reg: &Registry, pki: &Pki, creds: Credentials) -> Client {
+    let settings = HostSettings::builder(reg.addr())
+        .ca_file(pki.ca_path())
+        .build()
+        .unwrap();
+    Client::builder(reg.addr())
+        .settings(settings)
+        .credentials(creds)
+        .build()
+        .unwrap()
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Docker's token server (distribution `docs/spec/auth/token.md`): `GET /token?service=…&
+/// scope=…` with optional basic credentials answers `{"token":…,"expires_in":…}`, a JWT
+/// signed ES256 by a key whose certificate (issued by the test CA) is in the `x5c` header.
+/// Anonymous requests get `pull` only; the configured user gets every action asked for.
+pub(crate) struct TokenIssuer {
+    pub(crate) realm: String,
+    pub(crate) service: String,
+    pub(crate) issuer: String,
+    pub(crate) bundle: PathBuf,
+    pub(crate) issued: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenIssuer {
+    pub(crate) fn start(user: &str, password: &str, expires_in: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::generate(&CaOptions::new("token signing CA")).unwrap();
+        let signer = ca.issue(&LeafOptions::client("token-signer")).unwrap();
+        let bundle = dir.path().join("token-ca.pem");
+        std::fs::write(&bundle, ca.cert_pem()).unwrap();
+        let pkcs8 =
+            rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(signer.key().to_pem().as_bytes())
+                .unwrap();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.secret_pkcs8_der())
+                .unwrap();
+        let x5c = STANDARD.encode(signer.cert_der().as_ref());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let issued = Arc::new(AtomicUsize::new(0));
+        let service = "vch-test-registry".to_owned();
+        let issuer = "vch-test-issuer".to_owned();
+        let ctx = Arc::new(IssuerCtx {
+            key,
+            x5c,
+            service: service.clone(),
+            issuer: issuer.clone(),
+            basic: format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))),
+            expires_in,
+            issued: issued.clone(),
+        });
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let ctx = ctx.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &ctx);
+                });
+            }
+        });
+        Self {
+            realm: format!("http://{addr}/token"),
+            service,
+            issuer,
+            bundle,
+            issued,
+            stop,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn auth(&self) -> TokenAuth {
+        TokenAuth {
+            realm: self.realm.clone(),
+            service: self.service.clone(),
+            issuer: self.issuer.clone(),
+            rootcertbundle: self.bundle.clone(),
+        }
+    }
+}
+
+impl Drop for TokenIssuer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+struct IssuerCtx {
+    key: EcdsaKeyPair,
+    x5c: String,
+    service: String,
+    issuer: String,
+    basic: String,
+    expires_in: u64,
+    issued: Arc<AtomicUsize>,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn serve(conn: TcpStream, ctx: &IssuerCtx) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut authorization = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':')
+            && n.eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(v.trim().to_owned());
+        }
+    }
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let mut scopes = Vec::new();
+    let mut service = String::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("scope", v)) => scopes.push(percent_decode(v)),
+            Some(("service", v)) => service = percent_decode(v),
+            _ => {}
+        }
+    }
+    let mut out = conn;
+    let respond = |out: &mut TcpStream, status: &str, body: &str| {
+        write!(
+            out,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let user = match authorization.as_deref() {
+        None => None,
+        Some(a) if a == ctx.basic => Some("tester"),
+        Some(_) => {
+            return respond(
+                &mut out,
+                "401 Unauthorized",
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#,
+            );
+        }
+    };
+    if service != ctx.service {
+        return respond(
+            &mut out,
+            "400 Bad Request",
+            r#"{"details":"wrong service"}"#,
+        );
+    }
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            let mut parts = s.splitn(3, ':');
+            let (t, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            let actions: Vec<&str> = actions
+                .split(',')
+                .filter(|a| user.is_some() || *a == "pull")
+                .collect();
+            Some(serde_json::json!({"type": t, "name": name, "actions": actions}))
+        })
+        .collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let n = ctx.issued.fetch_add(1, Ordering::SeqCst);
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [ctx.x5c]});
+    let claims = serde_json::json!({
+        "iss": ctx.issuer, "sub": user.unwrap_or(""), "aud": ctx.service,
+        "exp": now + ctx.expires_in, "nbf": now - 10, "iat": now, "jti": format!("t{n}-{now}"),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = ctx
+        .key
+        .sign(&SystemRandom::new(), signing_input.as_bytes())
+        .unwrap();
+    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
+    let body =
+        serde_json::json!({"token": token, "access_token": token, "expires_in": ctx.expires_in})
+            .to_string();
+    respond(&mut out, "200 OK", &body)
+}
