@@ -295,15 +295,140 @@ fn an_engine_behind_mutual_tls_is_reached_with_a_client_certificate() {
         .start()
         .expect("dockerd from the testbed must start (apt-get install docker.io)");
     let engine = dockerd.tcp_addr().unwrap();
-    let client = vch_pki::client_config(&certs.path("ca.pem"), Some((&certs.path("cert.pem"), &certs.path("key.pem")))).unwrap();
-    let upstream = vch_proxy::Upstream::parse(&format!("tcp://{engine}"), Some(std::sync::Arc::new(client))).unwrap();
-    let vch = Vch::start_opts(upstream, dockerd.docker_config_dir(), Mode::Plain, &[], vch_proxy::Options::default());
+    let client = vch_pki::client_config(
+        &certs.path("ca.pem"),
+        Some((&certs.path("cert.pem"), &certs.path("key.pem"))),
+    )
+    .unwrap();
+    let upstream = vch_proxy::Upstream::parse(
+        &format!("tcp://{engine}"),
+        Some(std::sync::Arc::new(client)),
+    )
+    .unwrap();
+    let vch = Vch::start_opts(
+        upstream,
+        dockerd.docker_config_dir(),
+        Mode::Plain,
+        &[],
+        vch_proxy::Options::default(),
+    );
     let r = request(&vch, "GET", "/v1.25/info", "");
-    assert!(r.starts_with("HTTP/1.1 200") && r.contains("ServerVersion"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("ServerVersion"),
+        "{r}"
+    );
     // Without a client certificate the engine refuses the proxy: a 502 naming it.
     let bare = vch_pki::client_config(&certs.path("ca.pem"), None).unwrap();
-    let upstream = vch_proxy::Upstream::parse(&format!("tcp://{engine}"), Some(std::sync::Arc::new(bare))).unwrap();
-    let vch = Vch::start_opts(upstream, dockerd.docker_config_dir(), Mode::Plain, &[], vch_proxy::Options::default());
+    let upstream =
+        vch_proxy::Upstream::parse(&format!("tcp://{engine}"), Some(std::sync::Arc::new(bare)))
+            .unwrap();
+    let vch = Vch::start_opts(
+        upstream,
+        dockerd.docker_config_dir(),
+        Mode::Plain,
+        &[],
+        vch_proxy::Options::default(),
+    );
     let r = request(&vch, "GET", "/v1.25/info", "");
-    assert!(r.starts_with("HTTP/1.1 502") && r.contains(&engine.to_string()), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 502") && r.contains(&engine.to_string()),
+        "{r}"
+    );
+}
+
+#[test]
+fn reload_keeps_live_streams_and_applies_to_new_requests() {
+    let dockerd = dockerd();
+    let image = vch_testbed::TestImage::busybox(&dockerd).unwrap();
+    let vch = Vch::start(&dockerd, Mode::Plain, &["reg.before.example"]);
+    let mut events = TcpStream::connect(vch.addr).unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    events.write_all(b"GET /v1.25/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    events.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    let policy = vch_policy::PolicyBuilder::new()
+        .whitelist("reg.after.example")
+        .build()
+        .unwrap();
+    let upstream = vch_proxy::Upstream::parse(&dockerd.host(), None).unwrap();
+    vch.handle
+        .reload(vch_proxy::Settings::new(upstream, policy));
+
+    // The stream opened before the reload still delivers events.
+    dockerd
+        .docker_ok(["run", "--rm", "--name", "vch-reload-event", &image, "true"])
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("vch-reload-event") {
+        let n = events
+            .read(&mut buf)
+            .expect("the events stream died on reload");
+        assert!(n > 0, "the events stream was closed by the reload");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // New requests use the new policy.
+    let r = request(
+        &vch,
+        "POST",
+        "/images/create?fromImage=reg.before.example/x",
+        "Content-Length: 0\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+}
+
+#[test]
+fn shutdown_stops_accepting_and_lets_requests_finish() {
+    let dockerd = dockerd();
+    let image = vch_testbed::TestImage::busybox(&dockerd).unwrap();
+    let id = dockerd
+        .docker_ok(["run", "-d", &image, "sleep", "2"])
+        .unwrap();
+    let id = id.trim();
+    let vch = Vch::start(&dockerd, Mode::Plain, &[]);
+    // A request in flight: wait for the container to exit (about 2 s).
+    let mut waiting = TcpStream::connect(vch.addr).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    waiting
+        .write_all(
+            format!(
+                "POST /v1.25/containers/{id}/wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    wait_for("the request to reach the proxy", || {
+        vch.handle.live_connections() == 1
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    vch.handle.shutdown();
+    std::thread::sleep(Duration::from_millis(200));
+    // No new connections are served.
+    let refused = match TcpStream::connect(vch.addr) {
+        Err(_) => true,
+        Ok(mut s) => {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = s.write_all(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut b = [0u8; 1];
+            !matches!(s.read(&mut b), Ok(1))
+        }
+    };
+    assert!(refused, "a new connection was served after shutdown");
+    // The request in flight still gets its answer.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("StatusCode") {
+        let n = waiting
+            .read(&mut buf)
+            .expect("the in-flight request was cut off");
+        assert!(n > 0, "the in-flight request was closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
