@@ -4,6 +4,7 @@
 mod body;
 mod challenge;
 mod client;
+mod copy;
 mod credentials;
 mod error;
 mod manifest;
@@ -17,6 +18,9 @@ pub use challenge::{Challenge, parse_link_next, parse_www_authenticate};
 pub use client::{
     Client, ClientBuilder, DEFAULT_ATTEMPTS, FetchedManifest, MAX_MANIFEST, ManifestHead, Mount,
     Page, Ping, UploadSession,
+};
+pub use copy::{
+    BlobOutcome, CopyEvent, CopyOptions, CopyReport, DEFAULT_CONCURRENCY, Progress, copy_image,
 };
 pub use credentials::{AuthEntry, Credentials, DOCKER_HUB_AUTH_KEY, DockerConfig};
 pub use error::{Error, RegistryError, RegistryErrors, Result};

@@ -5,5 +5,6 @@
 
 mod api;
 mod auth;
+mod copy;
 mod support;
 mod tls;

@@ -301,3 +301,80 @@ fn serve(conn: TcpStream, ctx: &IssuerCtx) -> std::io::Result<()> {
             .to_string();
     respond(&mut out, "200 OK", &body)
 }
+
+/// A deliberately broken registry: serves fixed manifests and blobs (one of them corrupted
+/// by the test) over plain HTTP, one request per connection.
+pub(crate) struct BrokenRegistry {
+    pub(crate) addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl BrokenRegistry {
+    /// `routes`: path → (content type, body). `GET`/`HEAD` on a listed path answer it with
+    /// `Docker-Content-Digest` when the path ends in a digest; anything else is 404.
+    pub(crate) fn start(routes: Vec<(String, String, Vec<u8>)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let routes = Arc::new(routes);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let routes = routes.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_fixed(conn, &routes);
+                });
+            }
+        });
+        Self { addr, stop }
+    }
+}
+
+impl Drop for BrokenRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn serve_fixed(conn: TcpStream, routes: &[(String, String, Vec<u8>)]) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut out = conn;
+    if path == "/v2/" {
+        return out.write_all(b"HTTP/1.1 200 OK\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    }
+    match routes.iter().find(|(p, _, _)| *p == path) {
+        Some((_, ct, body)) => {
+            let digest = path.rsplit('/').next().filter(|d| d.starts_with("sha256:"));
+            let mut head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            if let Some(d) = digest {
+                head.push_str(&format!("Docker-Content-Digest: {d}\r\n"));
+            }
+            head.push_str("\r\n");
+            out.write_all(head.as_bytes())?;
+            if method != "HEAD" {
+                out.write_all(body)?;
+            }
+            Ok(())
+        }
+        None => out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 58\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"BLOB_UNKNOWN\",\"message\":\"not here\"}]}\n"),
+    }
+}

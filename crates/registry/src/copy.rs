@@ -1,0 +1,341 @@
+//! Copying an image between repositories and registries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::client::{Client, Mount};
+use crate::error::{Error, Result};
+use crate::manifest::{Descriptor, Manifest, Platform};
+use crate::reference::{Digest, Reference};
+
+/// Default number of blobs copied at once.
+///
+/// Chosen by measurement (crates/registry/README.md): the Distribution registry's ingest is
+/// disk-bound on a small host, and more parallel uploads than this stop helping.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// First retry delay of a blob; doubles each attempt.
+const BACKOFF: Duration = Duration::from_millis(250);
+/// Attempts per blob.
+const BLOB_ATTEMPTS: u32 = 4;
+
+/// What happened to a blob during a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlobOutcome {
+    /// The target already had it (`HEAD` answered 200).
+    Skipped,
+    /// Linked from another repository of the same registry.
+    Mounted,
+    /// Streamed from the source.
+    Copied,
+}
+
+/// Progress of a copy, for progress bars.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum CopyEvent {
+    /// A blob starts.
+    BlobStarted {
+        /// Its digest.
+        digest: String,
+        /// Its size.
+        size: u64,
+    },
+    /// A blob is in the target.
+    BlobDone {
+        /// Its digest.
+        digest: String,
+        /// Its size.
+        size: u64,
+        /// How it got there.
+        outcome: BlobOutcome,
+    },
+    /// A manifest was pushed.
+    ManifestPushed {
+        /// Its digest.
+        digest: String,
+    },
+}
+
+/// A progress callback.
+pub type Progress = Arc<dyn Fn(&CopyEvent) + Send + Sync>;
+
+/// How to copy.
+#[derive(Clone)]
+#[must_use]
+pub struct CopyOptions {
+    platform: Option<Platform>,
+    concurrency: usize,
+    progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for CopyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyOptions")
+            .field("platform", &self.platform)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        Self {
+            platform: None,
+            concurrency: DEFAULT_CONCURRENCY,
+            progress: None,
+        }
+    }
+}
+
+impl CopyOptions {
+    /// Copies only this platform of an index (the target tag then names that platform's
+    /// manifest). Without it, an index is copied whole.
+    pub fn platform(mut self, platform: Platform) -> Self {
+        self.platform = Some(platform);
+        self
+    }
+
+    /// Blobs copied at once (default [`DEFAULT_CONCURRENCY`], at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Calls `progress` as blobs and manifests complete.
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+}
+
+/// What a copy did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyReport {
+    /// Digest of the manifest the target reference now names.
+    pub digest: String,
+    /// Media type of that manifest.
+    pub media_type: String,
+    /// Blobs streamed.
+    pub copied: usize,
+    /// Blobs mounted.
+    pub mounted: usize,
+    /// Blobs already present.
+    pub skipped: usize,
+    /// Bytes streamed.
+    pub bytes: u64,
+}
+
+struct Side<'a> {
+    client: &'a Client,
+    repo: &'a str,
+}
+
+/// Copies `src_ref` from `src` to `dst_ref` on `dst`.
+///
+/// Rules: every blob is checked with `HEAD` first; within one registry blobs are mounted;
+/// otherwise they stream from source to target without temporary files, verified against
+/// their digests as they pass (a corrupt source blob fails its upload before the last
+/// bytes are sent). A manifest is pushed only after all its blobs (and an index only after
+/// all its manifests), so the target never shows a partial image. Blobs retry with backoff
+/// on connection errors, 5xx, 429 (honouring `Retry-After`) and 401 (an expired token is
+/// refreshed).
+///
+/// # Errors
+/// The first blob or manifest error; [`Error::NoPlatform`] when the platform is missing.
+pub async fn copy_image(
+    src: &Client,
+    src_ref: &Reference,
+    dst: &Client,
+    dst_ref: &Reference,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    let from = Side {
+        client: src,
+        repo: &src_ref.repository,
+    };
+    let to = Side {
+        client: dst,
+        repo: &dst_ref.repository,
+    };
+    let target = dst_ref
+        .tag
+        .clone()
+        .or_else(|| dst_ref.digest.as_ref().map(ToString::to_string))
+        .unwrap_or_else(|| "latest".to_owned());
+    let top = src.manifest_get(from.repo, &src_ref.target()).await?;
+    let mut report = CopyReport::default();
+    match top.decode()? {
+        Manifest::Image { .. } => {
+            copy_one(&from, &to, top, &target, options, &mut report).await?;
+        }
+        index @ Manifest::Index { .. } => {
+            if let Some(platform) = &options.platform {
+                let desc = index.select_platform(platform, &src_ref.to_string())?;
+                let child = src.manifest_get(from.repo, &desc.digest).await?;
+                copy_one(&from, &to, child, &target, options, &mut report).await?;
+            } else {
+                let Manifest::Index { manifests, .. } = &index else {
+                    return Err(Error::Unreachable("matched an index"));
+                };
+                for desc in manifests {
+                    let child = src.manifest_get(from.repo, &desc.digest).await?;
+                    let digest = child.digest.to_string();
+                    copy_one(&from, &to, child, &digest, options, &mut report).await?;
+                }
+                let digest = dst
+                    .manifest_put(to.repo, &target, &top.media_type, top.bytes.clone())
+                    .await?;
+                emit(
+                    options,
+                    &CopyEvent::ManifestPushed {
+                        digest: digest.to_string(),
+                    },
+                );
+                report.digest = digest.to_string();
+                report.media_type = top.media_type.clone();
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn emit(options: &CopyOptions, event: &CopyEvent) {
+    if let Some(p) = &options.progress {
+        p(event);
+    }
+}
+
+/// Copies an image manifest's blobs, then the manifest under `target`.
+async fn copy_one(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    manifest: crate::client::FetchedManifest,
+    target: &str,
+    options: &CopyOptions,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let decoded = manifest.decode()?;
+    if let Manifest::Index { .. } = decoded {
+        return Err(Error::Manifest {
+            reference: manifest.digest.to_string(),
+            reason: "nested indexes are not copied".into(),
+        });
+    }
+    let blobs: Vec<Descriptor> = decoded.blobs().into_iter().cloned().collect();
+    let sem = Arc::new(Semaphore::new(options.concurrency));
+    let mut tasks = JoinSet::new();
+    for desc in blobs {
+        let sem = sem.clone();
+        let (src, dst) = (from.client.clone(), to.client.clone());
+        let (src_repo, dst_repo) = (from.repo.to_owned(), to.repo.to_owned());
+        let options = options.clone();
+        tasks.spawn(async move {
+            let _permit = sem
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Unreachable("the copy semaphore closed"))?;
+            emit(
+                &options,
+                &CopyEvent::BlobStarted {
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                },
+            );
+            let outcome = copy_blob(&src, &src_repo, &dst, &dst_repo, &desc).await?;
+            emit(
+                &options,
+                &CopyEvent::BlobDone {
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                    outcome,
+                },
+            );
+            Ok::<_, Error>((outcome, desc.size))
+        });
+    }
+    // The first failure aborts the rest (dropping the JoinSet cancels its tasks).
+    while let Some(joined) = tasks.join_next().await {
+        let (outcome, size) =
+            joined.map_err(|_| Error::Unreachable("a blob copy task panicked"))??;
+        match outcome {
+            BlobOutcome::Copied => {
+                report.copied += 1;
+                report.bytes += size;
+            }
+            BlobOutcome::Mounted => report.mounted += 1,
+            BlobOutcome::Skipped => report.skipped += 1,
+        }
+    }
+    let digest = to
+        .client
+        .manifest_put(
+            to.repo,
+            target,
+            &manifest.media_type,
+            manifest.bytes.clone(),
+        )
+        .await?;
+    emit(
+        options,
+        &CopyEvent::ManifestPushed {
+            digest: digest.to_string(),
+        },
+    );
+    report.digest = digest.to_string();
+    report.media_type = manifest.media_type;
+    Ok(())
+}
+
+/// Copies one blob, with retries.
+async fn copy_blob(
+    src: &Client,
+    src_repo: &str,
+    dst: &Client,
+    dst_repo: &str,
+    desc: &Descriptor,
+) -> Result<BlobOutcome> {
+    let digest = Digest::parse(&desc.digest)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match copy_blob_once(src, src_repo, dst, dst_repo, &digest, desc.size).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if attempt < BLOB_ATTEMPTS && (e.is_retryable() || e.status() == Some(401)) => {
+                let wait = e.retry_after().unwrap_or(BACKOFF * 2u32.pow(attempt - 1));
+                tracing::info!(%digest, error = %e, ?wait, attempt, "blob copy failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn copy_blob_once(
+    src: &Client,
+    src_repo: &str,
+    dst: &Client,
+    dst_repo: &str,
+    digest: &Digest,
+    size: u64,
+) -> Result<BlobOutcome> {
+    if dst.blob_head(dst_repo, digest).await?.is_some() {
+        return Ok(BlobOutcome::Skipped);
+    }
+    let session = if src.same_registry(dst) && src_repo != dst_repo {
+        match dst.mount(dst_repo, src_repo, digest).await? {
+            Mount::Mounted => return Ok(BlobOutcome::Mounted),
+            Mount::Upload(session) => session,
+        }
+    } else {
+        dst.upload_start(dst_repo).await?
+    };
+    let stream = src.blob_get(src_repo, digest).await?;
+    dst.upload_put_stream(&session, digest, size, stream)
+        .await?;
+    Ok(BlobOutcome::Copied)
+}

@@ -1,0 +1,193 @@
+//! Image copy between real registries: streamed, verified, mounted, skipped, by platform.
+
+use bytes::Bytes;
+use vch_registry::{
+    BlobOutcome, CopyOptions, Credentials, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Digest, Error,
+    Platform, Reference, copy_image,
+};
+use vch_testbed::{HttpClient, TestImage};
+
+use crate::support::{
+    BrokenRegistry, Pki, plain_client, plain_registry, runtime, tls_client, tls_registry,
+};
+
+#[test]
+fn copy_between_registries_then_skip_then_mount() {
+    let src_reg = plain_registry();
+    let pki = Pki::new();
+    let dst_reg = tls_registry(&pki);
+    let pushed = TestImage::random("src/app", "v1")
+        .layers(3)
+        .layer_size(2 << 20)
+        .push(&HttpClient::plain(), src_reg.url())
+        .unwrap();
+    let src = plain_client(&src_reg);
+    let dst = tls_client(&dst_reg, &pki, Credentials::Anonymous);
+    let s = Reference::parse(&format!("{}/src/app:v1", src_reg.addr())).unwrap();
+    let d = Reference::parse(&format!("{}/dst/app:copied", dst_reg.addr())).unwrap();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ev = events.clone();
+    let opts = CopyOptions::default().progress(std::sync::Arc::new(move |e| {
+        ev.lock().unwrap().push(format!("{e:?}"));
+    }));
+    runtime().block_on(async {
+        let r = copy_image(&src, &s, &dst, &d, &opts).await.unwrap();
+        assert_eq!(r.digest, pushed.manifest_digest);
+        assert_eq!((r.copied, r.skipped, r.mounted), (4, 0, 0));
+        assert_eq!(r.bytes, pushed.total_bytes);
+        let back = dst.manifest_get("dst/app", "copied").await.unwrap();
+        assert_eq!(back.bytes.as_ref(), pushed.manifest.as_slice());
+        for l in &pushed.layer_digests {
+            let l = Digest::parse(l).unwrap();
+            let blob = dst
+                .blob_get("dst/app", &l)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert!(l.matches(&blob));
+        }
+        // Again: every blob is already there.
+        let r = copy_image(&src, &s, &dst, &d, &CopyOptions::default())
+            .await
+            .unwrap();
+        assert_eq!((r.copied, r.skipped), (0, 4));
+        // Within one registry: mounted, not streamed.
+        let d2 = Reference::parse(&format!("{}/other/app:m", dst_reg.addr())).unwrap();
+        let r = copy_image(&dst, &d, &dst, &d2, &CopyOptions::default())
+            .await
+            .unwrap();
+        assert_eq!((r.copied, r.mounted), (0, 4));
+        assert_eq!(r.digest, pushed.manifest_digest);
+    });
+    let events = events.lock().unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("BlobDone")).count(),
+        4
+    );
+    assert!(events.last().unwrap().starts_with("ManifestPushed"));
+    let _ = BlobOutcome::Copied;
+}
+
+#[test]
+fn corrupted_source_blob_is_detected_and_nothing_is_pushed() {
+    let real = plain_registry();
+    let pushed = TestImage::random("src/bad", "v1")
+        .layers(2)
+        .layer_size(1 << 20)
+        .push(&HttpClient::plain(), real.url())
+        .unwrap();
+    let client = plain_client(&real);
+    let rt = runtime();
+    // Serve the same image from a broken server that flips one byte of the second layer.
+    let mut routes = vec![(
+        "/v2/src/bad/manifests/v1".to_owned(),
+        DOCKER_MANIFEST.to_owned(),
+        pushed.manifest.clone(),
+    )];
+    let blobs: Vec<String> = std::iter::once(pushed.config_digest.clone())
+        .chain(pushed.layer_digests.clone())
+        .collect();
+    for (i, b) in blobs.iter().enumerate() {
+        let d = Digest::parse(b).unwrap();
+        let mut bytes = rt
+            .block_on(async { client.blob_get("src/bad", &d).await.unwrap().bytes().await })
+            .unwrap()
+            .to_vec();
+        if i == 2 {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+        }
+        routes.push((
+            format!("/v2/src/bad/blobs/{b}"),
+            "application/octet-stream".into(),
+            bytes,
+        ));
+    }
+    let broken = BrokenRegistry::start(routes);
+    let src_settings = vch_registry::HostSettings::builder(&broken.addr)
+        .dangerous()
+        .plain_http(vch_registry::PlainHttp::Only)
+        .build()
+        .unwrap();
+    let src = vch_registry::Client::builder(&broken.addr)
+        .settings(src_settings)
+        .build()
+        .unwrap();
+    let dst_reg = plain_registry();
+    let dst = plain_client(&dst_reg);
+    let s = Reference::parse(&format!("{}/src/bad:v1", broken.addr)).unwrap();
+    let d = Reference::parse(&format!("{}/dst/bad:v1", dst_reg.addr())).unwrap();
+    rt.block_on(async {
+        let err = copy_image(&src, &s, &dst, &d, &CopyOptions::default().concurrency(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&blobs[2]), "{err}");
+        // No manifest, and the corrupt layer is not in the target.
+        assert!(dst.manifest_head("dst/bad", "v1").await.unwrap().is_none());
+        let bad = Digest::parse(&blobs[2]).unwrap();
+        assert_eq!(dst.blob_head("dst/bad", &bad).await.unwrap(), None);
+    });
+}
+
+#[test]
+fn index_copies_whole_or_one_platform() {
+    let reg = plain_registry();
+    let http = HttpClient::plain();
+    let amd = TestImage::random("multi/app", "amd")
+        .push(&http, reg.url())
+        .unwrap();
+    let arm = TestImage::random("multi/app", "arm")
+        .push(&http, reg.url())
+        .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST_LIST,
+        "manifests": [
+            {"mediaType": DOCKER_MANIFEST, "digest": amd.manifest_digest, "size": amd.manifest.len(),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": DOCKER_MANIFEST, "digest": arm.manifest_digest, "size": arm.manifest.len(),
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        ],
+    })
+    .to_string();
+    let client = plain_client(&reg);
+    let dst_reg = plain_registry();
+    let dst = plain_client(&dst_reg);
+    runtime().block_on(async {
+        let index_digest = client
+            .manifest_put("multi/app", "v1", DOCKER_MANIFEST_LIST, Bytes::from(index))
+            .await
+            .unwrap();
+        let s = Reference::parse(&format!("{}/multi/app:v1", reg.addr())).unwrap();
+        let all = Reference::parse(&format!("{}/copy/all:v1", dst_reg.addr())).unwrap();
+        let r = copy_image(&client, &s, &dst, &all, &CopyOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(r.digest, index_digest.to_string());
+        assert_eq!(r.media_type, DOCKER_MANIFEST_LIST);
+        assert!(
+            dst.manifest_head("copy/all", &arm.manifest_digest)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let one = Reference::parse(&format!("{}/copy/one:v1", dst_reg.addr())).unwrap();
+        let opts = CopyOptions::default().platform(Platform::parse("linux/arm64").unwrap());
+        let r = copy_image(&client, &s, &dst, &one, &opts).await.unwrap();
+        assert_eq!(r.digest, arm.manifest_digest);
+        assert!(
+            dst.manifest_head("copy/one", &amd.manifest_digest)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let opts = CopyOptions::default().platform(Platform::parse("windows/amd64").unwrap());
+        let err = copy_image(&client, &s, &dst, &one, &opts)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NoPlatform { .. }), "{err}");
+    });
+}
