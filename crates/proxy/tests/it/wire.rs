@@ -300,40 +300,44 @@ fn an_engine_behind_mutual_tls_is_reached_with_a_client_certificate() {
         Some((&certs.path("cert.pem"), &certs.path("key.pem"))),
     )
     .unwrap();
-    let upstream = vch_proxy::Upstream::parse(
-        &format!("tcp://{engine}"),
-        Some(std::sync::Arc::new(client)),
-    )
-    .unwrap();
-    let vch = Vch::start_opts(
-        upstream,
-        dockerd.docker_config_dir(),
-        Mode::Plain,
-        &[],
-        vch_proxy::Options::default(),
-    );
-    let r = request(&vch, "GET", "/v1.25/info", "");
+    let info_via = |client: rustls::ClientConfig| {
+        let tls = Some(std::sync::Arc::new(client));
+        let upstream = vch_proxy::Upstream::parse(&format!("tcp://{engine}"), tls).unwrap();
+        let options = vch_proxy::Options::default();
+        let vch = Vch::start_opts(
+            upstream,
+            dockerd.docker_config_dir(),
+            Mode::Plain,
+            &[],
+            options,
+        );
+        request(&vch, "GET", "/v1.25/info", "")
+    };
+    let r = info_via(client);
     assert!(
         r.starts_with("HTTP/1.1 200") && r.contains("ServerVersion"),
         "{r}"
     );
     // Without a client certificate the engine refuses the proxy: a 502 naming it.
-    let bare = vch_pki::client_config(&certs.path("ca.pem"), None).unwrap();
-    let upstream =
-        vch_proxy::Upstream::parse(&format!("tcp://{engine}"), Some(std::sync::Arc::new(bare)))
-            .unwrap();
-    let vch = Vch::start_opts(
-        upstream,
-        dockerd.docker_config_dir(),
-        Mode::Plain,
-        &[],
-        vch_proxy::Options::default(),
-    );
-    let r = request(&vch, "GET", "/v1.25/info", "");
+    let r = info_via(vch_pki::client_config(&certs.path("ca.pem"), None).unwrap());
     assert!(
         r.starts_with("HTTP/1.1 502") && r.contains(&engine.to_string()),
         "{r}"
     );
+}
+
+/// Reads from a stream until `needle` shows up; the stream ending first is a failure.
+fn read_until(stream: &mut TcpStream, needle: &str, what: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = stream
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(n > 0, "{what}: closed before `{needle}`");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
 }
 
 #[test]
@@ -362,15 +366,11 @@ fn reload_keeps_live_streams_and_applies_to_new_requests() {
     dockerd
         .docker_ok(["run", "--rm", "--name", "vch-reload-event", &image, "true"])
         .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("vch-reload-event") {
-        let n = events
-            .read(&mut buf)
-            .expect("the events stream died on reload");
-        assert!(n > 0, "the events stream was closed by the reload");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    read_until(
+        &mut events,
+        "vch-reload-event",
+        "the events stream across the reload",
+    );
     // New requests use the new policy.
     let r = request(
         &vch,
@@ -421,14 +421,6 @@ fn shutdown_stops_accepting_and_lets_requests_finish() {
     };
     assert!(refused, "a new connection was served after shutdown");
     // The request in flight still gets its answer.
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&answer).contains("StatusCode") {
-        let n = waiting
-            .read(&mut buf)
-            .expect("the in-flight request was cut off");
-        assert!(n > 0, "the in-flight request was closed without an answer");
-        answer.extend_from_slice(&buf[..n]);
-    }
-    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    let answer = read_until(&mut waiting, "StatusCode", "the in-flight request");
+    assert!(answer.starts_with("HTTP/1.1 200"));
 }
