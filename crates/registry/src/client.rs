@@ -666,6 +666,24 @@ impl Client {
         })
     }
 
+    /// `GET /v2/` with authentication (as `docker login` checks credentials): Basic
+    /// credentials are sent, or a token without scope is fetched with them.
+    ///
+    /// # Errors
+    /// [`Error::Registry`] with status 401 or [`Error::Auth`] when the credentials are refused.
+    pub async fn check_login(&self) -> Result<()> {
+        self.call(
+            Method::GET,
+            "/v2/",
+            &[],
+            ReqBody::Bytes(Bytes::new()),
+            &[],
+            &[200],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// One page of `/v2/_catalog`: `n` entries at most, after `last`; or the page at a
     /// `next` link from a previous page.
     ///

@@ -1,0 +1,250 @@
+//! The command set against Distribution registries: plain HTTP, TLS, htpasswd; --json, exit
+//! codes, --policy.
+
+use vch_pki::{CaOptions, CertificateAuthority, LeafOptions};
+use vch_testbed::{HttpClient, Registry, TestImage};
+
+use crate::Home;
+
+#[test]
+fn usage_errors_exit_2_and_failures_exit_1() {
+    let home = Home::new();
+    assert_eq!(home.run(&[]).status.code(), Some(2));
+    assert_eq!(home.run(&["tag", "ls"]).status.code(), Some(2));
+    assert_eq!(
+        home.run(&[
+            "image",
+            "copy",
+            "a",
+            "b",
+            "--platform",
+            "x",
+            "--all-platforms"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    // Nothing listens on port 1: an operation failure, one line on stderr.
+    let out = home.run(&["tag", "ls", "127.0.0.1:1/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("regctl: ") && err.contains("cannot connect"),
+        "{err}"
+    );
+}
+
+#[test]
+fn read_commands_on_a_plain_registry() {
+    let reg = Registry::start().unwrap();
+    let pushed = TestImage::random("team/app", "v1")
+        .layers(2)
+        .push(&HttpClient::plain(), reg.url())
+        .unwrap();
+    let home = Home::new();
+    let host = reg.addr();
+    home.ok(&["registry", "set", &host, "--tls", "disabled"]);
+    let r = format!("{host}/team/app:v1");
+    assert_eq!(home.ok(&["tag", "ls", &format!("{host}/team/app")]), "v1\n");
+    assert_eq!(
+        home.ok(&["repo", "ls", &host, "--json"])
+            .trim()
+            .replace([' ', '\n'], ""),
+        r#"["team/app"]"#
+    );
+    assert_eq!(
+        home.ok(&["image", "digest", &r]).trim(),
+        pushed.manifest_digest
+    );
+    assert_eq!(
+        home.ok(&["manifest", "head", &r]).trim(),
+        pushed.manifest_digest
+    );
+    let raw = home.run(&["manifest", "get", &r, "--format", "raw"]);
+    assert_eq!(raw.stdout, pushed.manifest);
+    let layer = &pushed.layer_digests[0];
+    let blob = home.run(&["blob", "get", &format!("{host}/team/app"), layer]);
+    assert!(blob.status.success());
+    assert_eq!(vch_testbed::sha256_digest(&blob.stdout), *layer);
+    let head: serde_json::Value = serde_json::from_str(&home.ok(&[
+        "blob",
+        "head",
+        &format!("{host}/team/app"),
+        layer,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(head["size"].as_u64(), Some(blob.stdout.len() as u64));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&home.ok(&["image", "inspect", &r])).unwrap();
+    assert_eq!(inspect["architecture"], "amd64");
+    // Unknown tag: exit 1 with the registry's code and advice.
+    let out = home.run(&["manifest", "get", &format!("{host}/team/app:nope")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MANIFEST_UNKNOWN"));
+}
+
+#[test]
+fn copy_to_tls_registry_then_tag_and_manifest_delete() {
+    let src = Registry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate(&CaOptions::new("regctl test CA")).unwrap();
+    let server = ca.issue(&LeafOptions::server(["127.0.0.1"])).unwrap();
+    let (cap, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("c.pem"),
+        dir.path().join("k.pem"),
+    );
+    std::fs::write(&cap, ca.cert_pem()).unwrap();
+    std::fs::write(&cert, server.cert_pem()).unwrap();
+    std::fs::write(&key, server.key().to_pem()).unwrap();
+    let dst = Registry::builder().tls(&cert, &key).start().unwrap();
+    let pushed = TestImage::random("src/app", "v1")
+        .layers(3)
+        .layer_size(1 << 20)
+        .push(&HttpClient::plain(), src.url())
+        .unwrap();
+
+    let home = Home::new();
+    home.ok(&["registry", "set", &src.addr(), "--tls", "disabled"]);
+    let s = format!("{}/src/app:v1", src.addr());
+    let d = format!("{}/dst/app:v1", dst.addr());
+    // Untrusted CA: refused with the TLS hint.
+    let out = home.run(&["image", "copy", &s, &d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cacert"));
+    home.ok(&[
+        "registry",
+        "set",
+        &dst.addr(),
+        "--cacert",
+        cap.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&home.ok(&["image", "copy", &s, &d, "--json"])).unwrap();
+    assert_eq!(report["digest"], pushed.manifest_digest.as_str());
+    assert_eq!(report["copied"], 4);
+    // Same registry: mounted.
+    let d2 = format!("{}/other/app:v2", dst.addr());
+    let report: serde_json::Value =
+        serde_json::from_str(&home.ok(&["image", "copy", &d, &d2, "--json"])).unwrap();
+    assert_eq!(
+        (report["mounted"].as_u64(), report["copied"].as_u64()),
+        (Some(4), Some(0))
+    );
+    // Tag delete keeps the image by digest; manifest delete removes it.
+    home.ok(&["tag", "delete", &d2]);
+    assert_eq!(
+        home.ok(&["tag", "ls", &format!("{}/other/app", dst.addr())]),
+        ""
+    );
+    let by_digest = format!("{}/other/app@{}", dst.addr(), pushed.manifest_digest);
+    assert_eq!(
+        home.ok(&["image", "digest", &by_digest]).trim(),
+        pushed.manifest_digest
+    );
+    home.ok(&["manifest", "delete", &by_digest]);
+    assert_eq!(
+        home.run(&["manifest", "head", &by_digest]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn login_over_tls_with_htpasswd_and_policy_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate(&CaOptions::new("regctl test CA")).unwrap();
+    let server = ca.issue(&LeafOptions::server(["127.0.0.1"])).unwrap();
+    let (cap, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("c.pem"),
+        dir.path().join("k.pem"),
+    );
+    std::fs::write(&cap, ca.cert_pem()).unwrap();
+    std::fs::write(&cert, server.cert_pem()).unwrap();
+    std::fs::write(&key, server.key().to_pem()).unwrap();
+    let reg = Registry::builder()
+        .tls(&cert, &key)
+        .htpasswd_user("alice", "pw")
+        .start()
+        .unwrap();
+    let home = Home::new();
+    let host = reg.addr();
+    home.ok(&["registry", "set", &host, "--cacert", cap.to_str().unwrap()]);
+    let out = home.run(&["repo", "ls", &host]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log in"));
+    let out = home.run_stdin(
+        &["registry", "login", &host, "-u", "alice", "--pass-stdin"],
+        "wrong\n",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = home.run_stdin(
+        &["registry", "login", &host, "-u", "alice", "--pass-stdin"],
+        "pw\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = std::fs::metadata(home.path().join("regctl.json")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&saved.permissions()) & 0o777,
+        0o600
+    );
+    assert_eq!(home.ok(&["repo", "ls", &host]), "");
+    home.ok(&["registry", "logout", &host]);
+    assert_eq!(home.run(&["repo", "ls", &host]).status.code(), Some(1));
+
+    // --policy: a whitelist without this registry refuses it with the VCH's message; with it
+    // listed (and its CA from the policy), access works without `registry set` trust.
+    let plain = Registry::start().unwrap();
+    let vch = dir.path().join("vch.toml");
+    std::fs::write(&vch, "[registry]\nwhitelist = [\"10.9.9.9\"]\n").unwrap();
+    let out = home.run(&[
+        "--policy",
+        vch.to_str().unwrap(),
+        "tag",
+        "ls",
+        &format!("{}/x", plain.addr()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "Access denied to unauthorized registry ({})",
+            plain.addr()
+        )),
+        "{err}"
+    );
+    // An insecure entry: plain HTTP is taken from the policy.
+    std::fs::write(
+        &vch,
+        format!(
+            "[registry]\nwhitelist = [\"10.9.9.9\"]\ninsecure = [\"{}\"]\n",
+            plain.addr()
+        ),
+    )
+    .unwrap();
+    TestImage::random("x", "t")
+        .push(&HttpClient::plain(), plain.url())
+        .unwrap();
+    let home2 = Home::new();
+    assert_eq!(
+        home2.ok(&[
+            "--policy",
+            vch.to_str().unwrap(),
+            "tag",
+            "ls",
+            &format!("{}/x", plain.addr())
+        ]),
+        "t\n"
+    );
+}
