@@ -14,7 +14,8 @@
 #   busybox-static   the static busybox of the offline test image
 #   wrk              HTTP load generator for the proxy benchmark
 #   apache2-utils    htpasswd -B: bcrypt entries for registries with basic auth
-#   openssl          throwaway certificates in tests
+#   openssl          throwaway certificates in tests, and `openssl verify` as a peer
+#   curl             a real HTTPS client against registries served with our certificates
 #   procps           pgrep: the test script checks no daemon survives the tests
 #   gzip, tar, git, ca-certificates, gcc, make: build and test tools (gcc builds aws-lc-sys)
 # Rust: the rustfmt and clippy components, and cargo-deny 0.20 (for ../shared/tools/deny.sh).
@@ -23,7 +24,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages=(
   docker.io docker-registry skopeo dnsmasq-base haproxy busybox-static wrk
-  apache2-utils openssl procps gzip tar git ca-certificates gcc make
+  apache2-utils openssl curl procps gzip tar git ca-certificates gcc make
 )
 
 sudo=()
