@@ -15,8 +15,8 @@ use vch_policy::{
 
 /// At most this many entries per list, references and names are read from one differential input,
 /// so that one execution stays cheap.
-const MAX_ENTRIES: usize = 12;
-const MAX_REFERENCES: usize = 24;
+const MAX_ENTRIES: usize = 8;
+const MAX_REFERENCES: usize = 16;
 const MAX_NAMES: usize = 8;
 
 /// Docker Hub spellings every differential run decides, whatever the input.
@@ -376,16 +376,18 @@ fn near_misses(entry: &Entry, references: &mut Vec<String>, names: &mut Vec<Stri
             ports.push(port);
         }
     }
-    let paths: Vec<String> = match entry.path() {
-        Some(ns) => vec![ns.to_owned(), format!("{ns}/x"), format!("{ns}x")],
-        None => vec!["x".to_owned(), "team/x".to_owned()],
-    };
+    // Every host on every port under a plain path; the namespace near misses only on the entry's
+    // own host and port (the product of all three would cost more than it finds).
     for host in &hosts {
         for port in &ports {
             let port = port.map_or(String::new(), |p| format!(":{p}"));
-            for path in &paths {
-                references.push(format!("{host}{port}/{path}"));
-            }
+            references.push(format!("{host}{port}/x/y"));
+        }
+    }
+    if let (Some(ns), Some(host)) = (entry.path(), hosts.first()) {
+        let port = entry.port().map_or(String::new(), |p| format!(":{p}"));
+        for path in [ns.to_owned(), format!("{ns}/x"), format!("{ns}x")] {
+            references.push(format!("{host}{port}/{path}"));
         }
     }
 }
