@@ -291,6 +291,9 @@ fn parse_cidr(host: &str, prefix: &str) -> Result<Option<IpNet>, String> {
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
+    // `10.0.0.1./24` names the same address as `10.0.0.1/24`: a trailing dot must not turn the
+    // range into a host with namespace `24` (found by the entry_parse fuzz target).
+    let bare = bare.strip_suffix('.').unwrap_or(bare);
     let Ok(ip) = bare.parse::<IpAddr>() else {
         return Ok(None);
     };
@@ -349,6 +352,7 @@ mod tests {
         ("http://reg.example.com:8080/", "reg.example.com:8080"),
         ("10.2.40.40:443", "10.2.40.40:443"),
         ("10.2.2.1/24", "10.2.2.0/24"),
+        ("10.0.0.1./24", "10.0.0.0/24"),
         ("fd00::1:2/64", "fd00::/64"),
         ("[fd00::1:2]/64", "fd00::/64"),
         ("::ffff:10.2.2.1/120", "10.2.2.0/24"),
@@ -404,6 +408,7 @@ mod tests {
             "[fd00::1]x",
             "/team",
             "10.1.1",
+            "10.2.2.112./410",
         ] {
             match Entry::parse(bad) {
                 Err(Error::InvalidEntry { entry, reason }) => {
