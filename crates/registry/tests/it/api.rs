@@ -253,3 +253,59 @@ fn content_management_deletes_and_error_cases() {
         assert!(err.has_code("BLOB_UNKNOWN"), "{err}");
     });
 }
+
+#[test]
+fn retries_honour_retry_after_on_429_and_503() {
+    use crate::support::BrokenRegistry;
+    let manifest = br#"{"schemaVersion":2}"#.to_vec();
+    let digest = Digest::sha256(&manifest);
+    let routes = vec![(
+        format!("/v2/flaky/app/manifests/{digest}"),
+        "application/vnd.oci.image.manifest.v1+json".to_owned(),
+        manifest.clone(),
+    )];
+    for status in ["429 Too Many Requests", "503 Service Unavailable"] {
+        let server = BrokenRegistry::start_flaky(routes.clone(), 2, status);
+        let settings = vch_registry::HostSettings::builder(&server.addr)
+            .dangerous()
+            .plain_http(vch_registry::PlainHttp::Only)
+            .build()
+            .unwrap();
+        let client = vch_registry::Client::builder(&server.addr)
+            .settings(settings)
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let m = runtime()
+            .block_on(client.manifest_get("flaky/app", digest.as_str()))
+            .unwrap();
+        assert_eq!(m.bytes.as_ref(), manifest.as_slice());
+        // Two refusals, each asking for one second.
+        assert!(
+            started.elapsed() >= std::time::Duration::from_secs(2),
+            "{status}: {:?}",
+            started.elapsed()
+        );
+        // With fewer attempts than refusals, the registry's answer is the error.
+        let server = BrokenRegistry::start_flaky(routes.clone(), 5, status);
+        let settings = vch_registry::HostSettings::builder(&server.addr)
+            .dangerous()
+            .plain_http(vch_registry::PlainHttp::Only)
+            .build()
+            .unwrap();
+        let client = vch_registry::Client::builder(&server.addr)
+            .settings(settings)
+            .attempts(2)
+            .build()
+            .unwrap();
+        let err = runtime()
+            .block_on(client.manifest_get("flaky/app", digest.as_str()))
+            .unwrap_err();
+        assert_eq!(
+            err.retry_after(),
+            Some(std::time::Duration::from_secs(1)),
+            "{err}"
+        );
+        assert!(err.is_retryable());
+    }
+}

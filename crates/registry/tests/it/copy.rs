@@ -191,3 +191,80 @@ fn index_copies_whole_or_one_platform() {
         assert!(matches!(err, Error::NoPlatform { .. }), "{err}");
     });
 }
+
+#[test]
+fn registry_killed_mid_copy_leaves_no_half_image_and_a_retry_completes() {
+    let src_reg = plain_registry();
+    let pushed = TestImage::random("src/big", "v1")
+        .layers(6)
+        .layer_size(4 << 20)
+        .push(&HttpClient::plain(), src_reg.url())
+        .unwrap();
+    let dst_reg = plain_registry();
+    let (src, dst) = (plain_client(&src_reg), plain_client(&dst_reg));
+    let s = Reference::parse(&format!("{}/src/big:v1", src_reg.addr())).unwrap();
+    let d = Reference::parse(&format!("{}/dst/big:v1", dst_reg.addr())).unwrap();
+    let rt = runtime();
+    // Kill the destination as soon as the first blob has landed.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let opts = CopyOptions::default()
+        .concurrency(1)
+        .progress(std::sync::Arc::new(move |e| {
+            if matches!(e, vch_registry::CopyEvent::BlobDone { .. })
+                && let Some(tx) = tx.lock().unwrap().take()
+            {
+                tx.send(()).unwrap();
+            }
+        }));
+    let pid = dst_reg.pid().unwrap();
+    let killer = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        let st = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    });
+    let err = rt
+        .block_on(copy_image(&src, &s, &dst, &d, &opts))
+        .unwrap_err();
+    killer.join().unwrap();
+    assert!(err.is_retryable(), "{err}");
+
+    // The same registry (config, storage, address) comes back.
+    let mut again = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(dst_reg.dir().join("config.yml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        rt.block_on(dst.ping()).is_ok()
+    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(up, "the registry did not come back");
+        rt.block_on(async {
+            assert!(
+                dst.manifest_head("dst/big", "v1").await.unwrap().is_none(),
+                "a half image is visible"
+            );
+            let r = copy_image(&src, &s, &dst, &d, &CopyOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(r.digest, pushed.manifest_digest);
+            assert!(
+                r.skipped >= 1,
+                "blobs that landed before the kill are reused: {r:?}"
+            );
+            assert_eq!(r.skipped + r.copied, 7);
+        });
+    }));
+    let _ = again.kill();
+    let _ = again.wait();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}

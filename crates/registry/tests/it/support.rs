@@ -313,6 +313,18 @@ impl BrokenRegistry {
     /// `routes`: path → (content type, body). `GET`/`HEAD` on a listed path answer it with
     /// `Docker-Content-Digest` when the path ends in a digest; anything else is 404.
     pub(crate) fn start(routes: Vec<(String, String, Vec<u8>)>) -> Self {
+        Self::start_flaky(routes, 0, "")
+    }
+
+    /// As [`BrokenRegistry::start`], but the first `failures` requests (other than `/v2/`)
+    /// answer `status_line` (e.g. `503 Service Unavailable`) with `Retry-After: 1`.
+    pub(crate) fn start_flaky(
+        routes: Vec<(String, String, Vec<u8>)>,
+        failures: usize,
+        status_line: &str,
+    ) -> Self {
+        let failures = Arc::new(AtomicUsize::new(failures));
+        let status_line = status_line.to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
@@ -325,8 +337,10 @@ impl BrokenRegistry {
                 }
                 let Ok(conn) = conn else { continue };
                 let routes = routes.clone();
+                let failures = failures.clone();
+                let status_line = status_line.clone();
                 std::thread::spawn(move || {
-                    let _ = serve_fixed(conn, &routes);
+                    let _ = serve_fixed(conn, &routes, &failures, &status_line);
                 });
             }
         });
@@ -341,7 +355,12 @@ impl Drop for BrokenRegistry {
     }
 }
 
-fn serve_fixed(conn: TcpStream, routes: &[(String, String, Vec<u8>)]) -> std::io::Result<()> {
+fn serve_fixed(
+    conn: TcpStream,
+    routes: &[(String, String, Vec<u8>)],
+    failures: &AtomicUsize,
+    status_line: &str,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -357,6 +376,15 @@ fn serve_fixed(conn: TcpStream, routes: &[(String, String, Vec<u8>)]) -> std::io
     let mut out = conn;
     if path == "/v2/" {
         return out.write_all(b"HTTP/1.1 200 OK\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    }
+    if failures
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return out.write_all(
+            format!("HTTP/1.1 {status_line}\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
     }
     match routes.iter().find(|(p, _, _)| *p == path) {
         Some((_, ct, body)) => {

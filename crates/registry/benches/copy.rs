@@ -1,0 +1,240 @@
+//! Image copy benchmark (a bench binary, not criterion: each sample is seconds long and runs
+//! external programs). Between two local Distribution registries (plain HTTP, loopback):
+//!
+//! - `regctl image copy` (the release binary named by `$REGCTL_BIN`) at several concurrencies,
+//! - `skopeo copy`,
+//! - the ingest limit: the same blobs uploaded from memory by parallel monolithic uploads,
+//! - a copy into another repository of the same registry (mount).
+//!
+//! Every sample copies into a freshly started destination registry. Wall time and peak RSS
+//! come from `/usr/bin/time`. Run:
+//! `cargo build --release -p regctl && REGCTL_BIN=target/release/regctl cargo bench -p vch-registry --bench copy`
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark binary: failures panic, results are printed"
+)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use vch_registry::{Client, Digest, HostSettings, PlainHttp};
+use vch_testbed::{HttpClient, PushedImage, Registry, TestImage};
+
+const SAMPLES: usize = 3;
+
+fn plain_client(reg: &Registry) -> Client {
+    let s = HostSettings::builder(reg.addr())
+        .dangerous()
+        .plain_http(PlainHttp::Only)
+        .build()
+        .unwrap();
+    Client::builder(reg.addr()).settings(s).build().unwrap()
+}
+
+/// Runs a command under /usr/bin/time (with `REGCTL_CONFIG` when given); returns (wall
+/// seconds, peak RSS KiB).
+fn timed(cmd: &str, args: &[&str], config: Option<&std::path::Path>) -> (f64, u64) {
+    let mut c = Command::new("/usr/bin/time");
+    if let Some(config) = config {
+        c.env("REGCTL_CONFIG", config);
+    }
+    let out = c
+        .arg("-f")
+        .arg("TIME %e %M")
+        .arg(cmd)
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd} {args:?}: {err}");
+    let line = err.lines().rev().find(|l| l.starts_with("TIME ")).unwrap();
+    let mut parts = line.split_whitespace().skip(1);
+    let secs: f64 = parts.next().unwrap().parse().unwrap();
+    let rss: u64 = parts.next().unwrap().parse().unwrap();
+    (secs, rss)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Uploads the image's blobs from memory into `dst` with all uploads in parallel, then the
+/// manifest: the registry's ingest limit for this content.
+fn ingest(rt: &tokio::runtime::Runtime, blobs: &Arc<Vec<Bytes>>, pushed: &PushedImage) -> f64 {
+    let dst = Registry::start().unwrap();
+    let client = plain_client(&dst);
+    let start = Instant::now();
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..blobs.len() {
+            let (client, blobs) = (client.clone(), blobs.clone());
+            tasks.spawn(async move {
+                let b = blobs[i].clone();
+                let d = Digest::sha256(&b);
+                let s = client.upload_start("ingest/app").await.unwrap();
+                client.upload_put_bytes(&s, &d, b).await.unwrap();
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        client
+            .manifest_put(
+                "ingest/app",
+                "v1",
+                vch_registry::DOCKER_MANIFEST,
+                Bytes::from(pushed.manifest.clone()),
+            )
+            .await
+            .unwrap();
+    });
+    start.elapsed().as_secs_f64()
+}
+
+fn scenario(
+    name: &str,
+    layers: usize,
+    layer_size: usize,
+    regctl: &str,
+    rt: &tokio::runtime::Runtime,
+) {
+    let src = Registry::start().unwrap();
+    let pushed = TestImage::random("bench/app", "v1")
+        .layers(layers)
+        .layer_size(layer_size)
+        .seed(42)
+        .push(&HttpClient::plain(), src.url())
+        .unwrap();
+    let mb = pushed.total_bytes as f64 / (1024.0 * 1024.0);
+    // The blobs in memory, for the ingest limit.
+    let client = plain_client(&src);
+    let blobs: Arc<Vec<Bytes>> = Arc::new(rt.block_on(async {
+        let mut v = Vec::new();
+        for d in std::iter::once(&pushed.config_digest).chain(&pushed.layer_digests) {
+            let d = Digest::parse(d).unwrap();
+            v.push(
+                client
+                    .blob_get("bench/app", &d)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
+    }));
+    let src_ref = format!("{}/bench/app:v1", src.addr());
+    let set = |home: &std::path::Path, host: &str| {
+        let st = Command::new(regctl)
+            .env("REGCTL_CONFIG", home.join("regctl.json"))
+            .args(["registry", "set", host, "--tls", "disabled"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    println!(
+        "\n## {name}: {layers} layer(s) x {} MiB = {mb:.0} MiB",
+        layer_size >> 20
+    );
+    println!("| tool | median s | MiB/s | peak RSS MiB |");
+    println!("|---|---|---|---|");
+    for conc in [1usize, 2, 4, 8, 16] {
+        if conc > layers + 1 && conc != 1 {
+            continue;
+        }
+        let mut times = Vec::new();
+        let mut rss = 0;
+        for _ in 0..SAMPLES {
+            let dst = Registry::start().unwrap();
+            let home = tempfile::tempdir().unwrap();
+            set(home.path(), &src.addr());
+            set(home.path(), &dst.addr());
+            let dst_ref = format!("{}/bench/app:v1", dst.addr());
+            let conc_s = conc.to_string();
+            let (t, r) = timed(
+                regctl,
+                &[
+                    "image",
+                    "copy",
+                    &src_ref,
+                    &dst_ref,
+                    "--concurrency",
+                    &conc_s,
+                ],
+                Some(&home.path().join("regctl.json")),
+            );
+            times.push(t);
+            rss = rss.max(r);
+        }
+        let t = median(times);
+        println!(
+            "| regctl --concurrency {conc} | {t:.2} | {:.0} | {:.1} |",
+            mb / t,
+            rss as f64 / 1024.0
+        );
+    }
+    let mut times = Vec::new();
+    let mut rss = 0;
+    for _ in 0..SAMPLES {
+        let dst = Registry::start().unwrap();
+        let (t, r) = timed(
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &format!("docker://{src_ref}"),
+                &format!("docker://{}/bench/app:v1", dst.addr()),
+            ],
+            None,
+        );
+        times.push(t);
+        rss = rss.max(r);
+    }
+    let t = median(times);
+    println!(
+        "| skopeo copy | {t:.2} | {:.0} | {:.1} |",
+        mb / t,
+        rss as f64 / 1024.0
+    );
+    let t = median((0..SAMPLES).map(|_| ingest(rt, &blobs, &pushed)).collect());
+    println!(
+        "| ingest limit (parallel monolithic uploads from memory) | {t:.2} | {:.0} | - |",
+        mb / t
+    );
+    // Same registry, another repository: mounts.
+    let home = tempfile::tempdir().unwrap();
+    set(home.path(), &src.addr());
+    let mut times = Vec::new();
+    for i in 0..SAMPLES {
+        let dst_ref = format!("{}/bench/mounted{i}:v1", src.addr());
+        let (t, _) = timed(
+            regctl,
+            &["image", "copy", &src_ref, &dst_ref],
+            Some(&home.path().join("regctl.json")),
+        );
+        times.push(t);
+    }
+    println!(
+        "| regctl copy within the registry (mount) | {:.2} | - | - |",
+        median(times)
+    );
+}
+
+fn main() {
+    let regctl = std::env::var("REGCTL_BIN").expect("set REGCTL_BIN to the release regctl binary");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    scenario("16 x 16 MiB", 16, 16 << 20, &regctl, &rt);
+    scenario("1 x 512 MiB", 1, 512 << 20, &regctl, &rt);
+}
