@@ -97,6 +97,12 @@ impl DnsBuilder {
         self
     }
 
+    /// TTL of the answers (dnsmasq `--local-ttl`; default 0, which forbids caching).
+    pub fn ttl(mut self, seconds: u32) -> Self {
+        self.args.push(format!("--local-ttl={seconds}"));
+        self
+    }
+
     /// Bound on the wait for the first answer (default 60 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);

@@ -144,3 +144,29 @@ async fn insecure_wildcards_apply_to_ip_registries_without_whitelist() {
         (true, Some(Transport::Secure))
     );
 }
+
+#[tokio::test]
+async fn results_are_cached_for_their_ttl() {
+    let server = Dns::builder()
+        .ttl(300)
+        .host("cached.example.com", ip("10.77.0.9"))
+        .start()
+        .expect("dnsmasq from the testbed must start (apt-get install dnsmasq)");
+    let dns = resolver(server.addr(), Duration::from_millis(500));
+    let p = policy(ReverseDnsMode::Confirmed);
+    assert!(decide(&p, &dns, "10.77.0.9/app").await.0);
+    // With the server gone, the confirmed name is still known until the TTL runs out.
+    drop(server);
+    let (allowed, _, text) = decide(&p, &dns, "10.77.0.9/app").await;
+    assert!(allowed, "{text}");
+    // With a TTL of 0 nothing may be kept: once the server is gone, the lookup fails closed.
+    let server = Dns::builder()
+        .host("uncached.example.com", ip("10.77.0.10"))
+        .start()
+        .expect("dnsmasq from the testbed must start (apt-get install dnsmasq)");
+    let dns = resolver(server.addr(), Duration::from_millis(500));
+    assert!(decide(&p, &dns, "10.77.0.10/app").await.0);
+    drop(server);
+    let (allowed, _, text) = decide(&p, &dns, "10.77.0.10/app").await;
+    assert!(!allowed, "{text}");
+}
