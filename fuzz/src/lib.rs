@@ -217,11 +217,9 @@ pub fn policy_differential(data: &[u8]) {
                 references.push(value.to_owned());
                 continue;
             }
-            // Reverse DNS hands the policy valid, normalised host names only.
+            // Raw text: reverse DNS hands over normalised names, but any caller may pass any.
             "n" => {
-                if let Ok(Host::Name(n)) = Host::parse(value) {
-                    names.push(n.into());
-                }
+                names.push(value.to_owned());
                 continue;
             }
             _ => continue,
