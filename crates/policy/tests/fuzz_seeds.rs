@@ -47,6 +47,9 @@ const ENTRIES: &[&str] = &[
     "localhost",
     "10.0.0.1:5000/24",
     "  reg.example.com  ",
+    // Regression (fuzz finding): a trailing dot before `/N` must not hide a CIDR range.
+    "10.2.2.112./24",
+    "10.0.0.1./24",
 ];
 
 const REFERENCES: &[&str] = &[
