@@ -82,14 +82,19 @@ impl TestImage {
     /// As [`TestImage::busybox`].
     pub fn busybox_as(dockerd: &Dockerd, tag: &str) -> Result<String> {
         let tar = Self::busybox_rootfs()?;
-        let path = dockerd.dir().join("busybox-rootfs.tar");
-        std::fs::write(&path, tar)
-            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+        // A file of its own per call: imports into one daemon may run in parallel.
+        let file = tempfile::Builder::new()
+            .prefix("busybox-rootfs-")
+            .suffix(".tar")
+            .tempfile_in(dockerd.dir())
+            .map_err(|e| Error::io(format!("create a file in {}", dockerd.dir().display()), e))?;
+        std::fs::write(file.path(), tar)
+            .map_err(|e| Error::io(format!("write {}", file.path().display()), e))?;
         dockerd.docker_ok([
             "import".as_ref(),
             "--change".as_ref(),
             "CMD [\"sh\"]".as_ref(),
-            path.as_os_str(),
+            file.path().as_os_str(),
             tag.as_ref(),
         ])?;
         Ok(tag.to_owned())
