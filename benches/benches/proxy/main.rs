@@ -1,0 +1,965 @@
+//! Proxy benchmark: one real dockerd from the testbed, reached side by side directly (unix socket
+//! and its own TCP listener), through HAProxy as a plain TCP→unix relay (the approach of
+//! docker-socket-proxy), and through the VCH endpoint (`vch-admin serve`, plain TCP and mutual
+//! TLS). It measures `/_ping` keep-alive latency, 512 MiB streams both ways, the proxy's memory as
+//! a stream grows, and the memory of 1 000 idle `/events` streams. Every loop is bounded in count
+//! and time; all traffic is on loopback.
+//!
+//! ```text
+//! cargo bench -p vch-benches --bench proxy                        # full run (~5 min, root)
+//! cargo bench -p vch-benches --bench proxy -- --quick             # small sizes, a smoke run
+//! cargo bench -p vch-benches --bench proxy -- --phases ping,idle  # some phases only
+//! ```
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports on the terminal"
+)]
+
+mod http;
+mod serve;
+mod tar;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use vch_testbed::{Dockerd, Haproxy, TestImage};
+
+use crate::http::{Conn, Dial, Framing};
+use crate::serve::{Cpu, RssSampler, Vch, cpu, rss};
+use crate::tar::{Expect, Pattern, Walker};
+
+const MIB: u64 = 1 << 20;
+/// Socket timeout: a stuck peer fails the bench instead of hanging it.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// The image `GET /images/{name}/get` saves: one layer holding the big file.
+const BIG_IMAGE: &str = "vchbench-big:latest";
+const BIG_FILE: &str = "big.bin";
+const SMALL_FILE: &str = "small.bin";
+/// What the docker CLI sends first.
+const PING: &[u8] = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n";
+/// What the proxy forwards it as (unversioned paths are served as 1.25).
+const PING_V125: &[u8] = b"GET /v1.25/_ping HTTP/1.1\r\nHost: docker\r\n\r\n";
+
+fn main() -> ExitCode {
+    if std::env::var_os(serve::CHILD_ENV).is_some() {
+        return serve::child_main();
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxy bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sizes, counts and the time budget.
+struct Config {
+    ping_warmup: usize,
+    ping_count: usize,
+    ping_rounds: usize,
+    stream: u64,
+    small: u64,
+    reps: usize,
+    idle: usize,
+    phases: Vec<String>,
+    deadline: Instant,
+}
+
+impl Config {
+    fn from_args() -> anyhow::Result<Config> {
+        let mut config = Config {
+            ping_warmup: 500,
+            ping_count: 5000,
+            ping_rounds: 10,
+            stream: 512 * MIB,
+            small: 64 * MIB,
+            reps: 3,
+            idle: 1000,
+            phases: ["ping", "stream", "memory", "idle"]
+                .map(String::from)
+                .to_vec(),
+            deadline: Instant::now() + Duration::from_secs(25 * 60),
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                // cargo bench passes it to every bench binary.
+                "--bench" => {}
+                "--quick" => {
+                    config.ping_warmup = 200;
+                    config.ping_count = 1000;
+                    config.stream = 64 * MIB;
+                    config.small = 8 * MIB;
+                    config.reps = 1;
+                    config.idle = 100;
+                }
+                "--phases" => {
+                    let list = args.next().context("--phases needs a list")?;
+                    config.phases = list.split(',').map(str::to_owned).collect();
+                    for p in &config.phases {
+                        ensure!(
+                            ["ping", "stream", "memory", "idle"].contains(&p.as_str()),
+                            "unknown phase {p:?} (ping, stream, memory, idle)"
+                        );
+                    }
+                }
+                other => bail!("unknown argument {other:?} (--quick, --phases LIST)"),
+            }
+        }
+        Ok(config)
+    }
+
+    fn wants(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
+
+    fn check_time(&self, what: &str) -> anyhow::Result<()> {
+        ensure!(
+            Instant::now() < self.deadline,
+            "the time budget ran out before {what}"
+        );
+        Ok(())
+    }
+}
+
+/// One way to reach dockerd.
+struct Target {
+    name: &'static str,
+    dial: Dial,
+    /// The relay's process, whose CPU time the ping phase reports.
+    relay: Option<u32>,
+    /// The ping request (the versioned one only for the diagnostic row).
+    ping: &'static [u8],
+}
+
+/// What the stream phase moves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Put,
+    GetArchive,
+    GetImage,
+}
+
+impl Op {
+    fn label(self) -> &'static str {
+        match self {
+            Op::Put => "PUT archive",
+            Op::GetArchive => "GET archive",
+            Op::GetImage => "GET image",
+        }
+    }
+}
+
+/// The engine, its data and the relays in front of it.
+struct Bench {
+    config: Config,
+    pattern: Pattern,
+    dockerd: Dockerd,
+    haproxy: Haproxy,
+    container: String,
+    busybox: String,
+    _root: tempfile::TempDir,
+    plain_dir: std::path::PathBuf,
+    mtls_dir: std::path::PathBuf,
+    tls_client: Arc<rustls::ClientConfig>,
+}
+
+fn run() -> anyhow::Result<()> {
+    let config = Config::from_args()?;
+    let started = Instant::now();
+    tar::self_check().map_err(|e| anyhow::anyhow!("tar self-check: {e}"))?;
+    raise_fd_limit(config.idle as u64 * 2 + 512)?;
+    println!("proxy bench: {}", machine());
+    println!("load average at start: {}", loadavg());
+
+    let bench = Bench::set_up(config)?;
+    let direct = Dial::Unix(bench.dockerd.socket_path().to_owned());
+    let dockerd_tcp = bench
+        .dockerd
+        .tcp_addr()
+        .context("dockerd was asked for a TCP listener")?;
+
+    let vch = Vch::start(&bench.plain_dir, bench.config.idle + 64)?;
+    let vch_tls = Vch::start(&bench.mtls_dir, bench.config.idle + 64)?;
+    let targets = [
+        Target {
+            name: "direct unix",
+            dial: direct.clone(),
+            relay: None,
+            ping: PING,
+        },
+        Target {
+            name: "direct tcp",
+            dial: Dial::Tcp(dockerd_tcp),
+            relay: None,
+            ping: PING,
+        },
+        Target {
+            name: "haproxy tcp→unix",
+            dial: Dial::Tcp(bench.haproxy.addr()),
+            relay: bench.haproxy.pid(),
+            ping: PING,
+        },
+        Target {
+            name: "vch tcp→unix",
+            dial: Dial::Tcp(vch.addr),
+            relay: Some(vch.pid()),
+            ping: PING,
+        },
+        Target {
+            name: "vch mtls→unix",
+            dial: Dial::Tls(vch_tls.addr, Arc::clone(&bench.tls_client)),
+            relay: Some(vch_tls.pid()),
+            ping: PING,
+        },
+    ];
+
+    let mut report = String::new();
+    if bench.config.wants("ping") {
+        bench.config.check_time("the ping phase")?;
+        // A diagnostic row: dockerd asked directly for the path the proxy forwards.
+        let mut ping_targets: Vec<&Target> = targets.iter().collect();
+        let versioned = Target {
+            name: "direct unix v1.25",
+            dial: direct.clone(),
+            relay: None,
+            ping: PING_V125,
+        };
+        ping_targets.insert(1, &versioned);
+        report += &bench.ping(&ping_targets)?;
+    }
+    if bench.config.wants("stream") {
+        bench.config.check_time("the stream phase")?;
+        report += &bench.streams(&targets)?;
+    }
+    // Every request sent through a VCH left its audit line: the traffic really went through.
+    let audit = (vch.audit_lines()?, vch_tls.audit_lines()?);
+    drop((vch, vch_tls));
+    if bench.config.wants("memory") {
+        bench.config.check_time("the memory phase")?;
+        report += &bench.memory()?;
+    }
+    if bench.config.wants("idle") {
+        bench.config.check_time("the idle phase")?;
+        report += &bench.idle()?;
+    }
+    println!("\n{report}");
+    println!(
+        "audit lines written: vch tcp {}, vch mtls {}",
+        audit.0, audit.1
+    );
+    println!("load average at end: {}", loadavg());
+    println!("total time: {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+impl Bench {
+    fn set_up(config: Config) -> anyhow::Result<Bench> {
+        let pattern = Pattern::new(0x5eed_cafe);
+        let dockerd = Dockerd::builder()
+            .tcp_listener()
+            .start()
+            .context("dockerd from the testbed must start (scripts/setup.sh)")?;
+        let haproxy = Haproxy::to_unix(dockerd.socket_path())
+            .maxconn(4 * config.idle as u32 + 64)
+            .start()
+            .context("haproxy from the testbed must start (scripts/setup.sh)")?;
+        let busybox = TestImage::busybox(&dockerd)?;
+        let direct = Dial::Unix(dockerd.socket_path().to_owned());
+
+        let body = format!(r#"{{"Image":"{busybox}","Cmd":["true"]}}"#);
+        let (status, created) = small_request(
+            &direct,
+            "POST",
+            "/v1.25/containers/create",
+            "Content-Type: application/json\r\n",
+            body.as_bytes(),
+        )?;
+        ensure!(status == 201, "container create: {status} {created}");
+        let created: serde_json::Value = serde_json::from_str(&created)?;
+        let container = created["Id"]
+            .as_str()
+            .context("container create answered no Id")?
+            .to_owned();
+
+        let t = Instant::now();
+        put_archive(
+            &direct,
+            &container,
+            BIG_FILE,
+            config.stream,
+            &pattern,
+            &mut |_| Ok(()),
+        )?;
+        put_archive(
+            &direct,
+            &container,
+            SMALL_FILE,
+            config.small,
+            &pattern,
+            &mut |_| Ok(()),
+        )?;
+        import_image(&direct, BIG_IMAGE, config.stream, &pattern)?;
+        eprintln!(
+            "set-up: container {} with {BIG_FILE} and {SMALL_FILE}, image {BIG_IMAGE} ({:.1} s)",
+            &container[..12.min(container.len())],
+            t.elapsed().as_secs_f64()
+        );
+
+        let root = tempfile::Builder::new().prefix("vchbench-").tempdir()?;
+        let host = dockerd.host();
+        let plain_dir = serve::create(root.path(), "plain", &host, false)?;
+        let mtls_dir = serve::create(root.path(), "mtls", &host, true)?;
+        let tls_client = vch_pki::client_config(
+            &mtls_dir.join("ca.pem"),
+            Some((&mtls_dir.join("cert.pem"), &mtls_dir.join("key.pem"))),
+        )?;
+        Ok(Bench {
+            config,
+            pattern,
+            dockerd,
+            haproxy,
+            container,
+            busybox,
+            _root: root,
+            plain_dir,
+            mtls_dir,
+            tls_client: Arc::new(tls_client),
+        })
+    }
+
+    /// `/_ping` on one keep-alive connection per target, the targets taking turns in rounds so
+    /// that a busy moment of the machine hits all of them alike.
+    fn ping(&self, targets: &[&Target]) -> anyhow::Result<String> {
+        let c = &self.config;
+        let mut conns = Vec::new();
+        for t in targets {
+            let mut conn = t.dial.connect(IO_TIMEOUT)?;
+            for _ in 0..c.ping_warmup {
+                ping(&mut conn, t.ping).with_context(|| format!("ping {}", t.name))?;
+            }
+            conns.push(conn);
+        }
+        let per_round = c.ping_count / c.ping_rounds;
+        let mut samples = vec![Vec::with_capacity(c.ping_count); targets.len()];
+        // CPU used by dockerd and by the relay during each target's turns (read between turns,
+        // outside the timed requests).
+        let dockerd_pid = self.dockerd.pid().context("dockerd has exited")?;
+        let mut engine_cpu = vec![Cpu::default(); targets.len()];
+        let mut relay_cpu = vec![Cpu::default(); targets.len()];
+        let budget = Instant::now() + Duration::from_secs(120);
+        for round in 0..c.ping_rounds {
+            for k in 0..targets.len() {
+                let i = (round + k) % targets.len();
+                let relay_before = targets[i].relay.map(cpu).transpose()?;
+                let engine_before = cpu(dockerd_pid)?;
+                for _ in 0..per_round {
+                    let t0 = Instant::now();
+                    ping(&mut conns[i], targets[i].ping)
+                        .with_context(|| format!("ping {}", targets[i].name))?;
+                    samples[i].push(t0.elapsed().as_nanos() as u64);
+                }
+                engine_cpu[i].add(cpu(dockerd_pid)?.since(engine_before));
+                if let (Some(pid), Some(before)) = (targets[i].relay, relay_before) {
+                    relay_cpu[i].add(cpu(pid)?.since(before));
+                }
+            }
+            if Instant::now() > budget {
+                eprintln!("ping: time budget reached after {} rounds", round + 1);
+                break;
+            }
+        }
+        let stats: Vec<Latency> = samples.iter_mut().map(|s| Latency::of(s)).collect();
+        let base = &stats[0];
+        let mut out = format!(
+            "/_ping keep-alive latency: {} requests per target on one connection after {} warm-up \
+             ({} interleaved rounds), µs\n",
+            stats[0].n, c.ping_warmup, c.ping_rounds
+        );
+        out += &format!(
+            "{:<18} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>11} {:>11} {:>9}\n",
+            "target",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "added p50",
+            "added p99",
+            "relay CPU",
+            "dockerd CPU",
+            "relay cs"
+        );
+        for (i, (t, s)) in targets.iter().zip(&stats).enumerate() {
+            let n = s.n.max(1) as f64;
+            let relay = if t.relay.is_some() {
+                format!(
+                    "{:>11.1} {:>11.1} {:>9.1}",
+                    relay_cpu[i].nanos as f64 / 1000.0 / n,
+                    engine_cpu[i].nanos as f64 / 1000.0 / n,
+                    relay_cpu[i].switches as f64 / n
+                )
+            } else {
+                format!(
+                    "{:>11} {:>11.1} {:>9}",
+                    "-",
+                    engine_cpu[i].nanos as f64 / 1000.0 / n,
+                    "-"
+                )
+            };
+            out += &format!(
+                "{:<18} {:>8.1} {:>8.1} {:>8.1} {:>8.0} {:>+10.1} {:>+10.1} {relay}\n",
+                t.name,
+                s.p50,
+                s.p90,
+                s.p99,
+                s.max,
+                s.p50 - base.p50,
+                s.p99 - base.p99,
+            );
+        }
+        out += "CPU columns: µs of CPU per request (all threads of the process); relay cs: context \
+                switches of the relay per request\n";
+        out += "targets: added p50 ≤ 100 µs, added p99 ≤ 300 µs over direct unix\n\n";
+        Ok(out)
+    }
+
+    /// 512 MiB both ways through every target, `reps` times, the order of targets rotating.
+    fn streams(&self, targets: &[Target]) -> anyhow::Result<String> {
+        let c = &self.config;
+        let ops = [Op::Put, Op::GetArchive, Op::GetImage];
+        // rates[op][target]: MiB/s of each repetition
+        let mut rates = vec![vec![Vec::new(); targets.len()]; ops.len()];
+        for (o, &op) in ops.iter().enumerate() {
+            for rep in 0..c.reps {
+                for k in 0..targets.len() {
+                    let i = (rep + k) % targets.len();
+                    c.check_time("a stream")?;
+                    let t0 = Instant::now();
+                    let bytes = self
+                        .transfer(op, &targets[i].dial, &mut |_| Ok(()))
+                        .with_context(|| format!("{} via {}", op.label(), targets[i].name))?;
+                    let secs = t0.elapsed().as_secs_f64();
+                    rates[o][i].push(bytes as f64 / MIB as f64 / secs);
+                }
+            }
+        }
+        let median: Vec<Vec<f64>> = rates
+            .iter_mut()
+            .map(|per_target| per_target.iter_mut().map(|r| median(r)).collect())
+            .collect();
+        let mut out = format!(
+            "throughput: {} MiB streams, median of {}, MiB/s (ratio to direct unix)\n",
+            c.stream / MIB,
+            c.reps
+        );
+        out += &format!("{:<18}", "target");
+        for op in ops {
+            out += &format!(" {:>20}", op.label());
+        }
+        out += "\n";
+        for (i, t) in targets.iter().enumerate() {
+            out += &format!("{:<18}", t.name);
+            for per_op in &median {
+                out += &format!(" {:>12.0} ({:>4.2})", per_op[i], per_op[i] / per_op[0]);
+            }
+            out += "\n";
+        }
+        out += "targets: vch ≥ 0.90 of direct unix, and ≥ haproxy\n\n";
+        Ok(out)
+    }
+
+    /// One transfer; returns the body bytes moved. `progress` sees the running count.
+    fn transfer(
+        &self,
+        op: Op,
+        dial: &Dial,
+        progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let size = self.config.stream;
+        match op {
+            Op::Put => put_archive(
+                dial,
+                &self.container,
+                BIG_FILE,
+                size,
+                &self.pattern,
+                progress,
+            ),
+            Op::GetArchive => get_archive(
+                dial,
+                &self.container,
+                BIG_FILE,
+                size,
+                &self.pattern,
+                progress,
+            ),
+            Op::GetImage => get_image(dial, BIG_IMAGE, size, &self.pattern, progress),
+        }
+    }
+
+    /// A fresh `vch-admin serve` (plain TCP): its RSS while streams of two sizes go through,
+    /// and while a client stops reading in the middle of one.
+    fn memory(&self) -> anyhow::Result<String> {
+        let c = &self.config;
+        let vch = Vch::start(&self.plain_dir, 64)?;
+        let dial = Dial::Tcp(vch.addr);
+        let pid = vch.pid();
+        for _ in 0..10 {
+            ping(&mut dial.connect(IO_TIMEOUT)?, PING)?;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let baseline = rss(pid)?;
+        let mut out = format!(
+            "memory of vch-admin serve (plain TCP, fresh process): RSS {:.1} MiB after 10 pings\n",
+            baseline as f64 / MIB as f64
+        );
+        out += &format!(
+            "{:<28} {:>12} {:>14}  {}\n",
+            "stream", "max RSS MiB", "over baseline", "RSS at each eighth of the stream, MiB"
+        );
+        let mut maxima = Vec::new();
+        let streams = [
+            (Op::GetArchive, SMALL_FILE, c.small),
+            (Op::GetArchive, BIG_FILE, c.stream),
+            (Op::Put, SMALL_FILE, c.small),
+            (Op::Put, BIG_FILE, c.stream),
+            (Op::GetImage, BIG_FILE, c.stream),
+        ];
+        for (op, file, size) in streams {
+            c.check_time("a memory stream")?;
+            let sampler = RssSampler::start(pid);
+            let mut points = Vec::new();
+            let mut next = size / 8;
+            let mut progress = |done: u64| -> std::io::Result<()> {
+                if done >= next {
+                    points.push(rss(pid).map_err(std::io::Error::other)?);
+                    next += size / 8;
+                }
+                Ok(())
+            };
+            match op {
+                Op::Put => put_archive(
+                    &dial,
+                    &self.container,
+                    file,
+                    size,
+                    &self.pattern,
+                    &mut progress,
+                )?,
+                Op::GetArchive => get_archive(
+                    &dial,
+                    &self.container,
+                    file,
+                    size,
+                    &self.pattern,
+                    &mut progress,
+                )?,
+                Op::GetImage => get_image(&dial, BIG_IMAGE, size, &self.pattern, &mut progress)?,
+            };
+            let max = sampler.finish();
+            maxima.push((op, size, max));
+            let points: Vec<String> = points
+                .iter()
+                .map(|r| format!("{:.1}", *r as f64 / MIB as f64))
+                .collect();
+            out += &format!(
+                "{:<28} {:>12.1} {:>+14.1}  {}\n",
+                format!("{} {} MiB", op.label(), size / MIB),
+                max as f64 / MIB as f64,
+                (max as f64 - baseline as f64) / MIB as f64,
+                points.join(" ")
+            );
+        }
+        // Backpressure: a client that stops reading must not make the proxy buffer the stream.
+        let stall = self.stalled_download(&dial, pid)?;
+        out += &format!(
+            "{:<28} {:>12.1} {:>+14.1}  (client reads 8 MiB, pauses 2 s, reads on)\n",
+            format!("GET archive {} MiB, stalled", c.stream / MIB),
+            stall as f64 / MIB as f64,
+            (stall as f64 - baseline as f64) / MIB as f64
+        );
+        let growth = |op: Op| {
+            let small = maxima
+                .iter()
+                .find(|m| m.0 == op && m.1 == c.small)
+                .map(|m| m.2);
+            let big = maxima
+                .iter()
+                .find(|m| m.0 == op && m.1 == c.stream)
+                .map(|m| m.2);
+            match (small, big) {
+                (Some(s), Some(b)) => (b as f64 - s as f64) / MIB as f64,
+                _ => f64::NAN,
+            }
+        };
+        out += &format!(
+            "max RSS, {} MiB stream minus {} MiB stream: download {:+.1} MiB, upload {:+.1} MiB \
+             (target: flat)\n\n",
+            c.stream / MIB,
+            c.small / MIB,
+            growth(Op::GetArchive),
+            growth(Op::Put)
+        );
+        ensure!(
+            vch.audit_lines()? > 10 + streams.len(),
+            "vch audit lines missing"
+        );
+        Ok(out)
+    }
+
+    fn stalled_download(&self, dial: &Dial, pid: u32) -> anyhow::Result<u64> {
+        let sampler = RssSampler::start(pid);
+        let mut paused = false;
+        get_archive(
+            dial,
+            &self.container,
+            BIG_FILE,
+            self.config.stream,
+            &self.pattern,
+            &mut |done| {
+                if !paused && done >= 8 * MIB {
+                    paused = true;
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                Ok(())
+            },
+        )?;
+        Ok(sampler.finish())
+    }
+
+    /// `idle` clients each hold `GET /events` open through a fresh proxy; RSS growth per
+    /// connection. An event then proves every stream is live.
+    fn idle(&self) -> anyhow::Result<String> {
+        let c = &self.config;
+        let mut out = format!(
+            "idle streaming connections: {} clients each with GET /events open\n",
+            c.idle
+        );
+        out += &format!(
+            "{:<28} {:>12} {:>12} {:>16}\n",
+            "target (process measured)", "before MiB", "with MiB", "per connection"
+        );
+        let vch = Vch::start(&self.plain_dir, c.idle + 64)?;
+        let line = self.idle_one("vch tcp (vch-admin)", &Dial::Tcp(vch.addr), vch.pid())?;
+        out += &line;
+        drop(vch);
+        let vch = Vch::start(&self.mtls_dir, c.idle + 64)?;
+        let dial = Dial::Tls(vch.addr, Arc::clone(&self.tls_client));
+        out += &self.idle_one("vch mtls (vch-admin)", &dial, vch.pid())?;
+        drop(vch);
+        let pid = self.haproxy.pid().context("haproxy has exited")?;
+        out += &self.idle_one("haproxy", &Dial::Tcp(self.haproxy.addr()), pid)?;
+        out += "target: vch under 64 KiB per connection\n\n";
+        Ok(out)
+    }
+
+    fn idle_one(&self, name: &str, dial: &Dial, pid: u32) -> anyhow::Result<String> {
+        for _ in 0..10 {
+            ping(&mut dial.connect(IO_TIMEOUT)?, PING)?;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let before = rss(pid)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut conns = Vec::with_capacity(self.config.idle);
+        for i in 0..self.config.idle {
+            ensure!(
+                Instant::now() < deadline,
+                "{name}: only {i} event streams opened in 120 s"
+            );
+            let mut conn = dial.connect(IO_TIMEOUT)?;
+            conn.send_head("GET", "/v1.25/events", "")?;
+            let head = conn
+                .read_head(false)
+                .with_context(|| format!("{name}: events stream {i}"))?;
+            ensure!(
+                head.status == 200 && head.framing != Framing::Empty,
+                "{name}: /events answered {}",
+                head.status
+            );
+            conns.push(conn);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let with = rss(pid)?;
+        // Every stream is live: one event reaches all of them.
+        let tag = format!(
+            "/v1.25/images/{}/tag?repo=vchbench-event&tag={}",
+            self.busybox,
+            name.split_whitespace().next().unwrap_or("t")
+        );
+        let direct = Dial::Unix(self.dockerd.socket_path().to_owned());
+        let (status, body) = small_request(&direct, "POST", &tag, "", b"")?;
+        ensure!(status == 201, "tag for an event: {status} {body}");
+        for (i, conn) in conns.iter_mut().enumerate() {
+            conn.wait_data()
+                .with_context(|| format!("{name}: no event on stream {i}"))?;
+        }
+        drop(conns);
+        let per = (with as f64 - before as f64) / self.config.idle as f64 / 1024.0;
+        Ok(format!(
+            "{:<28} {:>12.1} {:>12.1} {:>12.1} KiB\n",
+            name,
+            before as f64 / MIB as f64,
+            with as f64 / MIB as f64,
+            per
+        ))
+    }
+}
+
+/// `GET /_ping` on a keep-alive connection; the answer must be `200 OK`.
+fn ping(conn: &mut Conn, request: &[u8]) -> anyhow::Result<()> {
+    conn.send_raw(request)?;
+    let head = conn.read_head(false)?;
+    let mut body = [0u8; 8];
+    let mut n = 0;
+    conn.read_body(head.framing, &mut |piece| {
+        let end = n + piece.len();
+        if end > body.len() {
+            return Err(std::io::Error::other("/_ping body too long"));
+        }
+        body[n..end].copy_from_slice(piece);
+        n = end;
+        Ok(())
+    })?;
+    ensure!(
+        head.status == 200 && &body[..n] == b"OK",
+        "/_ping answered {} {:?}",
+        head.status,
+        String::from_utf8_lossy(&body[..n])
+    );
+    Ok(())
+}
+
+/// A request with a small body; the answer's status and text.
+fn small_request(
+    dial: &Dial,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
+    let mut conn = dial.connect(IO_TIMEOUT)?;
+    conn.send_head(
+        method,
+        path,
+        &format!("{headers}Content-Length: {}\r\n", body.len()),
+    )?;
+    conn.send_raw(body)?;
+    let head = conn.read_head(method == "HEAD")?;
+    let text = conn.read_body_vec(head.framing)?;
+    Ok((head.status, String::from_utf8_lossy(&text).into_owned()))
+}
+
+/// `PUT /containers/{id}/archive?path=/` with a generated tar of one file; returns the bytes sent.
+fn put_archive(
+    dial: &Dial,
+    container: &str,
+    file: &str,
+    size: u64,
+    pattern: &Pattern,
+    progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+) -> anyhow::Result<u64> {
+    let len = tar::archive_len(size);
+    let mut conn = dial.connect(IO_TIMEOUT)?;
+    conn.send_head(
+        "PUT",
+        &format!("/v1.25/containers/{container}/archive?path=/"),
+        &format!("Content-Type: application/x-tar\r\nContent-Length: {len}\r\n"),
+    )?;
+    let mut sent = 0;
+    tar::write_archive(
+        &mut |piece| {
+            conn.write_all(piece)?;
+            sent += piece.len() as u64;
+            progress(sent)
+        },
+        file,
+        size,
+        pattern,
+    )?;
+    conn.flush()?;
+    let head = conn.read_head(false)?;
+    let body = conn.read_body_vec(head.framing)?;
+    ensure!(
+        head.status == 200,
+        "PUT archive answered {}: {}",
+        head.status,
+        String::from_utf8_lossy(&body)
+    );
+    Ok(sent)
+}
+
+/// `GET /containers/{id}/archive?path=/FILE`; the tar is checked byte for byte.
+fn get_archive(
+    dial: &Dial,
+    container: &str,
+    file: &'static str,
+    size: u64,
+    pattern: &Pattern,
+    progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+) -> anyhow::Result<u64> {
+    let path = format!("/v1.25/containers/{container}/archive?path=/{file}");
+    get_tar(dial, &path, Expect::File(file), size, pattern, progress)
+}
+
+/// `GET /images/{name}/get` (docker save); the layer inside is checked byte for byte.
+fn get_image(
+    dial: &Dial,
+    image: &str,
+    size: u64,
+    pattern: &Pattern,
+    progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+) -> anyhow::Result<u64> {
+    let path = format!("/v1.25/images/{image}/get");
+    get_tar(
+        dial,
+        &path,
+        Expect::Image(BIG_FILE),
+        size,
+        pattern,
+        progress,
+    )
+}
+
+fn get_tar(
+    dial: &Dial,
+    path: &str,
+    expect: Expect,
+    size: u64,
+    pattern: &Pattern,
+    progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut conn = dial.connect(IO_TIMEOUT)?;
+    conn.send_head("GET", path, "")?;
+    let head = conn.read_head(false)?;
+    if head.status != 200 {
+        let body = conn.read_body_vec(head.framing)?;
+        bail!(
+            "GET {path} answered {}: {}",
+            head.status,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let mut walker = Walker::new(pattern, expect);
+    let mut received = 0;
+    conn.read_body(head.framing, &mut |piece| {
+        walker
+            .feed(piece)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        received += piece.len() as u64;
+        progress(received)
+    })?;
+    let verified = walker
+        .finish()
+        .map_err(|e| anyhow::anyhow!("GET {path}: {e}"))?;
+    ensure!(
+        verified == [size],
+        "GET {path}: expected one verified file of {size} bytes, found {verified:?}"
+    );
+    Ok(received)
+}
+
+/// `POST /images/create?fromSrc=-` (docker import) of a tar holding the big file.
+fn import_image(dial: &Dial, image: &str, size: u64, pattern: &Pattern) -> anyhow::Result<()> {
+    let (repo, tag) = image.split_once(':').unwrap_or((image, "latest"));
+    let len = tar::archive_len(size);
+    let mut conn = dial.connect(IO_TIMEOUT)?;
+    conn.send_head(
+        "POST",
+        &format!("/v1.25/images/create?fromSrc=-&repo={repo}&tag={tag}"),
+        &format!("Content-Type: application/x-tar\r\nContent-Length: {len}\r\n"),
+    )?;
+    tar::write_archive(&mut |piece| conn.write_all(piece), BIG_FILE, size, pattern)?;
+    conn.flush()?;
+    let head = conn.read_head(false)?;
+    let body = String::from_utf8_lossy(&conn.read_body_vec(head.framing)?).into_owned();
+    ensure!(
+        head.status == 200 && !body.contains("\"error"),
+        "import answered {}: {body}",
+        head.status
+    );
+    Ok(())
+}
+
+/// Latency percentiles in µs.
+struct Latency {
+    n: usize,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn of(nanos: &mut [u64]) -> Latency {
+        nanos.sort_unstable();
+        let pct = |p: f64| {
+            if nanos.is_empty() {
+                return f64::NAN;
+            }
+            let rank = ((p / 100.0) * nanos.len() as f64).ceil() as usize;
+            nanos[rank.clamp(1, nanos.len()) - 1] as f64 / 1000.0
+        };
+        Latency {
+            n: nanos.len(),
+            p50: pct(50.0),
+            p90: pct(90.0),
+            p99: pct(99.0),
+            max: pct(100.0),
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Raises the soft limit on open files to what `needed` asks (up to the hard limit): the idle
+/// phase holds a socket per client here and two per client in the proxy, which inherits it.
+fn raise_fd_limit(needed: u64) -> anyhow::Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let current = limit.current.unwrap_or(u64::MAX);
+    ensure!(
+        hard >= needed,
+        "the open-file hard limit is {hard}, the idle phase needs {needed} (raise it or use --quick)"
+    );
+    if current < needed {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(needed.max(current)),
+                maximum: limit.maximum,
+            },
+        )
+        .context("cannot raise the open-file limit")?;
+    }
+    Ok(())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cpus} CPUs ({model})")
+}
