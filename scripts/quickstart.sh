@@ -56,7 +56,8 @@ fi
 port=2376
 while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
 vch="$work/vch"
-"$bin" create --name quickstart --cert-path "$vch" --force \
+# The whitelist names documentation addresses: --no-registry-probe keeps create from dialling them.
+"$bin" create --name quickstart --cert-path "$vch" --force --no-registry-probe \
   --tls-cname 127.0.0.1 --tls-cname localhost --listen "127.0.0.1:$port" \
   --docker-host "unix://$engine_sock" \
   --wr 10.2.40.40:443 --wr 10.2.2.1/24 --wr '*.example.com' --dir 192.168.100.207

@@ -65,6 +65,10 @@ pub struct CreateArgs {
     /// CA file (PEM) trusted for registries. Repeatable.
     #[arg(long = "registry-ca", visible_alias = "rc", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
+    /// Do not ping the whitelisted and insecure registries (by default each plain-host entry is
+    /// probed and a warning printed when it does not answer as a registry, as vic-machine did).
+    #[arg(long)]
+    pub no_registry_probe: bool,
     /// The Docker daemon the VCH forwards to.
     #[arg(long, value_name = "URL", default_value = DEFAULT_DOCKER_HOST)]
     pub docker_host: String,
@@ -135,9 +139,22 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
             .collect::<anyhow::Result<_>>()?,
         ..RegistryConfig::default()
     };
-    registry
+    let policy = registry
         .compile(&dir)
         .context("invalid registry policy; nothing was written")?;
+    for warning in policy.warnings() {
+        eprintln!("vch-admin: warning: {warning}");
+    }
+    if !args.no_registry_probe {
+        let warnings = crate::probe::probe_registries_blocking(
+            &args.whitelist_registry,
+            &args.insecure_registry,
+            &args.registry_ca,
+        );
+        for warning in warnings {
+            eprintln!("vch-admin: warning: {warning}");
+        }
+    }
 
     let mut hosts: Vec<String> = if args.tls_cnames.is_empty() {
         vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]

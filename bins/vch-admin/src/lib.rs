@@ -12,6 +12,7 @@ mod check;
 pub mod config;
 mod create;
 mod inspect;
+mod probe;
 mod serve;
 
 use std::process::ExitCode;

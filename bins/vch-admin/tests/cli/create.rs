@@ -315,6 +315,7 @@ fn registry_policy_goes_into_vch_toml() {
         tmp.path(),
         "pol",
         &[
+            "--no-registry-probe",
             "--wr",
             "registry.example.com",
             "--whitelist-registry",
@@ -790,4 +791,47 @@ fn no_tlsverify_command_verifies_the_server_without_a_client_certificate() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn create_probes_plain_host_registries_and_only_warns() {
+    let registry =
+        vch_testbed::Registry::start().expect("docker-registry from the testbed must start");
+    let closed = vch_testbed::free_port().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vch-admin"))
+        .args([
+            "create",
+            "--name",
+            "probed",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert-path",
+        ])
+        .arg(tmp.path().join("probed"))
+        .args([
+            "--dir",
+            &registry.addr(),
+            "--wr",
+            &format!("127.0.0.1:{closed}"),
+            "--wr",
+            "*.example.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a probe failure must only warn: {out:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "Unable to confirm secure registry 127.0.0.1:{closed} is a valid registry at this time"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&registry.addr()),
+        "the answering insecure registry was warned about: {stderr}"
+    );
 }

@@ -18,7 +18,11 @@ fn lint_codes(json: &serde_json::Value) -> Vec<String> {
 #[test]
 fn a_fresh_vch_inspects_clean() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = create(tmp.path(), "clean", &["--wr", "registry.example.com"]);
+    let dir = create(
+        tmp.path(),
+        "clean",
+        &["--no-registry-probe", "--wr", "registry.example.com"],
+    );
     let (code, json) = inspect_json(&dir, &[]);
     assert_eq!(code, 0, "{json:#}");
     assert_eq!(json["errors"], false);

@@ -60,6 +60,7 @@ fn create_then_serve_with_reload_and_shutdown() {
             "vch1",
             "--tls-cname",
             "127.0.0.1",
+            "--no-registry-probe",
             "--wr",
             "reg.allowed.example",
         ])
