@@ -20,6 +20,7 @@ mod http;
 mod serve;
 mod tar;
 
+use std::cell::RefCell;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ use crate::serve::{Cpu, RssSampler, Vch, cpu, rss};
 use crate::tar::{Expect, Pattern, Walker};
 
 const MIB: u64 = 1 << 20;
+/// How much more a 512 MiB stream may peak than a 64 MiB one and still count as flat.
+const FLAT_MIB: f64 = 4.0;
 /// Socket timeout: a stuck peer fails the bench instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// The image `GET /images/{name}/get` saves: one layer holding the big file.
@@ -166,6 +169,8 @@ struct Bench {
     plain_dir: std::path::PathBuf,
     mtls_dir: std::path::PathBuf,
     tls_client: Arc<rustls::ClientConfig>,
+    /// One line per target of the issue: met or missed, with the figure.
+    verdicts: RefCell<Vec<String>>,
 }
 
 fn run() -> anyhow::Result<()> {
@@ -248,6 +253,10 @@ fn run() -> anyhow::Result<()> {
         report += &bench.idle()?;
     }
     println!("\n{report}");
+    println!("targets of issue 5:");
+    for line in bench.verdicts.borrow().iter() {
+        println!("  {line}");
+    }
     println!(
         "audit lines written: vch tcp {}, vch mtls {}",
         audit.0, audit.1
@@ -329,6 +338,7 @@ impl Bench {
             plain_dir,
             mtls_dir,
             tls_client: Arc::new(tls_client),
+            verdicts: RefCell::new(Vec::new()),
         })
     }
 
@@ -424,6 +434,18 @@ impl Bench {
         out += "CPU columns: µs of CPU per request (all threads of the process); relay cs: context \
                 switches of the relay per request\n";
         out += "targets: added p50 ≤ 100 µs, added p99 ≤ 300 µs over direct unix\n\n";
+        for (t, s) in targets.iter().zip(&stats) {
+            if t.name.starts_with("vch") {
+                let (p50, p99) = (s.p50 - base.p50, s.p99 - base.p99);
+                self.verdict(
+                    p50 <= 100.0 && p99 <= 300.0,
+                    format!(
+                        "{}: /_ping adds {p50:+.0} µs p50 (≤ 100), {p99:+.0} µs p99 (≤ 300)",
+                        t.name
+                    ),
+                );
+            }
+        }
         Ok(out)
     }
 
@@ -433,17 +455,30 @@ impl Bench {
         let ops = [Op::Put, Op::GetArchive, Op::GetImage];
         // rates[op][target]: MiB/s of each repetition
         let mut rates = vec![vec![Vec::new(); targets.len()]; ops.len()];
+        // CPU of the relay and of dockerd, and MiB moved, per op and target.
+        let mut relay_cpu = vec![vec![Cpu::default(); targets.len()]; ops.len()];
+        let mut engine_cpu = vec![vec![Cpu::default(); targets.len()]; ops.len()];
+        let mut moved = vec![vec![0.0; targets.len()]; ops.len()];
+        let dockerd_pid = self.dockerd.pid().context("dockerd has exited")?;
         for (o, &op) in ops.iter().enumerate() {
             for rep in 0..c.reps {
                 for k in 0..targets.len() {
                     let i = (rep + k) % targets.len();
                     c.check_time("a stream")?;
+                    let relay_before = targets[i].relay.map(cpu).transpose()?;
+                    let engine_before = cpu(dockerd_pid)?;
                     let t0 = Instant::now();
                     let bytes = self
                         .transfer(op, &targets[i].dial, &mut |_| Ok(()))
                         .with_context(|| format!("{} via {}", op.label(), targets[i].name))?;
                     let secs = t0.elapsed().as_secs_f64();
-                    rates[o][i].push(bytes as f64 / MIB as f64 / secs);
+                    engine_cpu[o][i].add(cpu(dockerd_pid)?.since(engine_before));
+                    if let (Some(pid), Some(before)) = (targets[i].relay, relay_before) {
+                        relay_cpu[o][i].add(cpu(pid)?.since(before));
+                    }
+                    let mib = bytes as f64 / MIB as f64;
+                    moved[o][i] += mib;
+                    rates[o][i].push(mib / secs);
                 }
             }
         }
@@ -468,7 +503,44 @@ impl Bench {
             }
             out += "\n";
         }
-        out += "targets: vch ≥ 0.90 of direct unix, and ≥ haproxy\n\n";
+        out += "targets: vch ≥ 0.90 of direct unix, and ≥ haproxy\n";
+        let haproxy = targets.iter().position(|t| t.name.starts_with("haproxy"));
+        for (i, t) in targets.iter().enumerate() {
+            if !t.name.starts_with("vch") {
+                continue;
+            }
+            for (o, op) in ops.iter().enumerate() {
+                let ratio = median[o][i] / median[o][0];
+                let relay = haproxy.map_or(f64::NAN, |h| median[o][h]);
+                let word = |met: bool| if met { "met" } else { "missed" };
+                self.verdict(
+                    ratio >= 0.90 && median[o][i] >= relay,
+                    format!(
+                        "{}: {} at {ratio:.2} of direct (≥ 0.90: {}), {:.0} MiB/s vs haproxy \
+                         {relay:.0} (≥: {})",
+                        t.name,
+                        op.label(),
+                        word(ratio >= 0.90),
+                        median[o][i],
+                        word(median[o][i] >= relay)
+                    ),
+                );
+            }
+        }
+        out += "CPU per MiB moved, µs: relay / dockerd\n";
+        for (i, t) in targets.iter().enumerate() {
+            out += &format!("{:<18}", t.name);
+            for o in 0..ops.len() {
+                let per = |c: Cpu| c.nanos as f64 / 1000.0 / moved[o][i].max(1.0);
+                let relay = match t.relay {
+                    Some(_) => format!("{:.0}", per(relay_cpu[o][i])),
+                    None => "-".to_owned(),
+                };
+                out += &format!(" {:>20}", format!("{relay} / {:.0}", per(engine_cpu[o][i])));
+            }
+            out += "\n";
+        }
+        out += "\n";
         Ok(out)
     }
 
@@ -608,6 +680,27 @@ impl Bench {
             vch.audit_lines()? > 10 + streams.len(),
             "vch audit lines missing"
         );
+        // Flat: the larger stream's peak is within FLAT_MIB of the smaller one's, where the
+        // stream is 448 MiB longer (buffers are bounded, nothing grows with the stream).
+        for op in [Op::GetArchive, Op::Put] {
+            let g = growth(op);
+            self.verdict(
+                g <= FLAT_MIB,
+                format!(
+                    "vch tcp→unix: {} peak RSS {} MiB vs {} MiB stream {g:+.1} MiB (flat: ≤ {FLAT_MIB} MiB)",
+                    op.label(),
+                    c.stream / MIB,
+                    c.small / MIB
+                ),
+            );
+        }
+        self.verdict(
+            stall <= maxima.iter().map(|m| m.2).max().unwrap_or(0) + (FLAT_MIB * MIB as f64) as u64,
+            format!(
+                "vch tcp→unix: a stalled reader peaks at {:.1} MiB RSS (no buffering of the stream)",
+                stall as f64 / MIB as f64
+            ),
+        );
         Ok(out)
     }
 
@@ -644,20 +737,33 @@ impl Bench {
             "target (process measured)", "before MiB", "with MiB", "per connection"
         );
         let vch = Vch::start(&self.plain_dir, c.idle + 64)?;
-        let line = self.idle_one("vch tcp (vch-admin)", &Dial::Tcp(vch.addr), vch.pid())?;
+        let (line, plain) =
+            self.idle_one("vch tcp (vch-admin)", &Dial::Tcp(vch.addr), vch.pid())?;
         out += &line;
         drop(vch);
         let vch = Vch::start(&self.mtls_dir, c.idle + 64)?;
         let dial = Dial::Tls(vch.addr, Arc::clone(&self.tls_client));
-        out += &self.idle_one("vch mtls (vch-admin)", &dial, vch.pid())?;
+        let (line, mtls) = self.idle_one("vch mtls (vch-admin)", &dial, vch.pid())?;
+        out += &line;
         drop(vch);
         let pid = self.haproxy.pid().context("haproxy has exited")?;
-        out += &self.idle_one("haproxy", &Dial::Tcp(self.haproxy.addr()), pid)?;
+        out += &self
+            .idle_one("haproxy", &Dial::Tcp(self.haproxy.addr()), pid)?
+            .0;
+        for (name, kib) in [("vch tcp→unix", plain), ("vch mtls→unix", mtls)] {
+            self.verdict(
+                kib < 64.0,
+                format!(
+                    "{name}: {kib:.1} KiB per idle /events stream ({} streams; < 64 KiB)",
+                    c.idle
+                ),
+            );
+        }
         out += "target: vch under 64 KiB per connection\n\n";
         Ok(out)
     }
 
-    fn idle_one(&self, name: &str, dial: &Dial, pid: u32) -> anyhow::Result<String> {
+    fn idle_one(&self, name: &str, dial: &Dial, pid: u32) -> anyhow::Result<(String, f64)> {
         for _ in 0..10 {
             ping(&mut dial.connect(IO_TIMEOUT)?, PING)?;
         }
@@ -699,13 +805,21 @@ impl Bench {
         }
         drop(conns);
         let per = (with as f64 - before as f64) / self.config.idle as f64 / 1024.0;
-        Ok(format!(
+        let line = format!(
             "{:<28} {:>12.1} {:>12.1} {:>12.1} KiB\n",
             name,
             before as f64 / MIB as f64,
             with as f64 / MIB as f64,
             per
-        ))
+        );
+        Ok((line, per))
+    }
+}
+
+impl Bench {
+    fn verdict(&self, met: bool, text: String) {
+        let mark = if met { "met   " } else { "MISSED" };
+        self.verdicts.borrow_mut().push(format!("{mark} {text}"));
     }
 }
 
