@@ -487,40 +487,51 @@ impl Bench {
             .map(|per_target| per_target.iter_mut().map(|r| median(r)).collect())
             .collect();
         let mut out = format!(
-            "throughput: {} MiB streams, median of {}, MiB/s (ratio to direct unix)\n",
+            "throughput: {} MiB streams, median of {}, MiB/s (ratio to direct unix / to direct tcp)\n",
             c.stream / MIB,
             c.reps
         );
+        // Targets 0 and 1 are dockerd's own unix socket and TCP listener.
+        let tcp = targets
+            .iter()
+            .position(|t| t.name == "direct tcp")
+            .context("no direct tcp target")?;
         out += &format!("{:<18}", "target");
         for op in ops {
-            out += &format!(" {:>20}", op.label());
+            out += &format!(" {:>22}", op.label());
         }
         out += "\n";
         for (i, t) in targets.iter().enumerate() {
             out += &format!("{:<18}", t.name);
             for per_op in &median {
-                out += &format!(" {:>12.0} ({:>4.2})", per_op[i], per_op[i] / per_op[0]);
+                out += &format!(
+                    " {:>10.0} ({:.2} / {:.2})",
+                    per_op[i],
+                    per_op[i] / per_op[0],
+                    per_op[i] / per_op[tcp]
+                );
             }
             out += "\n";
         }
-        out += "targets: vch ≥ 0.90 of direct unix, and ≥ haproxy\n";
+        out += "targets: vch ≥ 0.90 of direct (over TCP, as its clients come), and ≥ haproxy\n";
         let haproxy = targets.iter().position(|t| t.name.starts_with("haproxy"));
         for (i, t) in targets.iter().enumerate() {
             if !t.name.starts_with("vch") {
                 continue;
             }
             for (o, op) in ops.iter().enumerate() {
-                let ratio = median[o][i] / median[o][0];
+                let to_unix = median[o][i] / median[o][0];
+                let to_tcp = median[o][i] / median[o][tcp];
                 let relay = haproxy.map_or(f64::NAN, |h| median[o][h]);
                 let word = |met: bool| if met { "met" } else { "missed" };
                 self.verdict(
-                    ratio >= 0.90 && median[o][i] >= relay,
+                    to_tcp >= 0.90 && median[o][i] >= relay,
                     format!(
-                        "{}: {} at {ratio:.2} of direct (≥ 0.90: {}), {:.0} MiB/s vs haproxy \
-                         {relay:.0} (≥: {})",
+                        "{}: {} at {to_tcp:.2} of direct tcp (≥ 0.90: {}; {to_unix:.2} of direct \
+                         unix), {:.0} MiB/s vs haproxy {relay:.0} (≥: {})",
                         t.name,
                         op.label(),
-                        word(ratio >= 0.90),
+                        word(to_tcp >= 0.90),
                         median[o][i],
                         word(median[o][i] >= relay)
                     ),
