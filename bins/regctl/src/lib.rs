@@ -68,6 +68,23 @@ pub enum Command {
     /// Images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Artifacts (OCI 1.1 referrers).
+    #[command(subcommand)]
+    Artifact(ArtifactCmd),
+}
+
+/// `regctl artifact …`.
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCmd {
+    /// The manifests that refer to REF (its signatures, SBOMs, …): the registry's referrers
+    /// API, or the `sha256-<hex>` tag where the registry has none.
+    List {
+        /// Subject reference (tag or digest).
+        reference: String,
+        /// Only referrers of this artifact type.
+        #[arg(long)]
+        filter_artifact_type: Option<String>,
+    },
 }
 
 /// `regctl registry …`.
@@ -305,6 +322,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Manifest(cmd) => manifest_cmd(cmd, &clients, json).await,
         Command::Blob(cmd) => blob_cmd(cmd, &clients, json).await,
         Command::Image(cmd) => image_cmd(cmd, &clients, json).await,
+        Command::Artifact(cmd) => artifact_cmd(cmd, &clients, json).await,
     }
 }
 
@@ -557,6 +575,47 @@ async fn image_cmd(cmd: ImageCmd, clients: &Clients, json: bool) -> anyhow::Resu
             let v: serde_json::Value =
                 serde_json::from_slice(&bytes).context("the image config is not JSON")?;
             print_json(&v)?;
+        }
+    }
+    Ok(())
+}
+
+async fn artifact_cmd(cmd: ArtifactCmd, clients: &Clients, json: bool) -> anyhow::Result<()> {
+    let ArtifactCmd::List {
+        reference,
+        filter_artifact_type,
+    } = cmd;
+    let r = Reference::parse(&reference)?;
+    let client = clients.client(&r.registry).await?;
+    let subject = match &r.digest {
+        Some(d) => d.clone(),
+        None => {
+            let head = client.manifest_head(&r.repository, &r.target()).await?;
+            match head.and_then(|h| h.digest) {
+                Some(d) => d,
+                None => {
+                    client
+                        .manifest_get(&r.repository, &r.target())
+                        .await?
+                        .digest
+                }
+            }
+        }
+    };
+    let referrers = client
+        .referrers(&r.repository, &subject, filter_artifact_type.as_deref())
+        .await?;
+    if json {
+        let index: serde_json::Value = serde_json::from_slice(&referrers.to_index())?;
+        print_json(&index)?;
+    } else {
+        for d in &referrers.manifests {
+            println!(
+                "{}\t{}\t{}",
+                d.digest,
+                d.artifact_type.as_deref().unwrap_or("-"),
+                d.size
+            );
         }
     }
     Ok(())

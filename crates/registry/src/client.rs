@@ -22,7 +22,7 @@ use crate::transport::{self, Transport};
 /// Largest manifest accepted (the OCI distribution spec suggests registries accept 4 MiB).
 pub const MAX_MANIFEST: usize = 4 << 20;
 /// Largest JSON document (tag list, token, error) accepted.
-const MAX_JSON: usize = 16 << 20;
+pub(crate) const MAX_JSON: usize = 16 << 20;
 /// Default number of attempts for an idempotent request that fails retryably.
 pub const DEFAULT_ATTEMPTS: u32 = 4;
 /// First retry delay; doubles each attempt.
@@ -113,7 +113,7 @@ pub enum Mount {
 
 /// A request body: replayable bytes (retried, re-sent after authentication) or a one-shot
 /// stream.
-enum ReqBody {
+pub(crate) enum ReqBody {
     Bytes(Bytes),
     Stream(transport::Body),
 }
@@ -235,14 +235,14 @@ fn retry_after(resp: &Response<Incoming>) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-fn header_str(resp: &Response<Incoming>, name: &str) -> Option<String> {
+pub(crate) fn header_str(resp: &Response<Incoming>, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
 
-fn pull(repo: &str) -> String {
+pub(crate) fn pull(repo: &str) -> String {
     format!("repository:{repo}:pull")
 }
 
@@ -252,7 +252,7 @@ fn push(repo: &str) -> String {
 
 /// Percent-encodes a query value (tags and digests only need `:` and `+` left alone, but
 /// `last` may hold any repository name).
-fn query_escape(s: &str) -> String {
+pub(crate) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~:/".contains(&b) {
@@ -581,7 +581,7 @@ impl Client {
     }
 
     /// Sends, and turns any status but `ok` into an error.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         url: &str,
@@ -848,6 +848,10 @@ impl Client {
 
     /// `PUT` a manifest under a tag or its digest; returns its digest.
     ///
+    /// A manifest with a `subject` (an OCI 1.1 referrer) is also added to the subject's tag
+    /// schema index ([`Client::referrers_tag_add`]) when the registry did not confirm with
+    /// `OCI-Subject` that it indexes referrers itself.
+    ///
     /// # Errors
     /// [`Error::Registry`] with `MANIFEST_BLOB_UNKNOWN` when a referenced blob is missing,
     /// `MANIFEST_INVALID`, `DIGEST_INVALID`, …
@@ -858,6 +862,26 @@ impl Client {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<Digest> {
+        let (digest, subject_indexed) = self
+            .manifest_put_only(repo, reference, media_type, bytes.clone())
+            .await?;
+        if !subject_indexed
+            && let Some((subject, referrer)) =
+                crate::referrers::referrer_of(media_type, &digest, &bytes)
+        {
+            self.referrers_tag_add(repo, &subject, referrer).await?;
+        }
+        Ok(digest)
+    }
+
+    /// `PUT` a manifest; its digest, and whether the registry answered `OCI-Subject`.
+    pub(crate) async fn manifest_put_only(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<(Digest, bool)> {
         let computed = Digest::sha256(&bytes);
         let url = format!("/v2/{repo}/manifests/{reference}");
         let resp = self
@@ -880,7 +904,8 @@ impl Client {
                 actual: d,
             });
         }
-        Ok(computed)
+        let subject_indexed = resp.headers().contains_key("oci-subject");
+        Ok((computed, subject_indexed))
     }
 
     /// `DELETE` a manifest by digest (or by tag where the registry supports it).

@@ -9,6 +9,7 @@ mod credentials;
 mod error;
 mod manifest;
 mod reference;
+mod referrers;
 mod settings;
 mod transport;
 
@@ -29,6 +30,7 @@ pub use manifest::{
     OCI_MANIFEST, Platform,
 };
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API, Digest, Hasher, Reference};
+pub use referrers::{Referrers, ReferrersSource};
 pub use settings::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DangerousHostSettingsBuilder, HostSettings,
     HostSettingsBuilder, PlainHttp,

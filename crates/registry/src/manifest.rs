@@ -1,5 +1,7 @@
 //! Manifest media types, decoding, and platform selection.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -34,6 +36,27 @@ pub struct Descriptor {
     /// For index entries: the platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// For referrers (OCI 1.1): the artifact type of the manifest described.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Annotations (for referrers: the described manifest's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Descriptor {
+    /// A descriptor of `size` bytes of `media_type` content with this digest.
+    #[must_use]
+    pub fn new(media_type: impl Into<String>, digest: &Digest, size: u64) -> Self {
+        Self {
+            media_type: media_type.into(),
+            digest: digest.to_string(),
+            size,
+            platform: None,
+            artifact_type: None,
+            annotations: None,
+        }
+    }
 }
 
 /// A platform, as index entries describe it.

@@ -64,6 +64,20 @@ impl Digest {
         self.0.split_once(':').map_or("", |(_, h)| h)
     }
 
+    /// The tag that holds this manifest's referrers under the OCI distribution spec's tag
+    /// schema fallback: `<alg>-<hex>`, the algorithm cut to 32 and the hex to 64 characters
+    /// (`sha256-0123…`).
+    #[must_use]
+    pub fn referrers_tag(&self) -> String {
+        let alg = self.algorithm();
+        let hex = self.hex();
+        format!(
+            "{}-{}",
+            alg.get(..32).unwrap_or(alg),
+            hex.get(..64).unwrap_or(hex)
+        )
+    }
+
     /// A hasher for this digest's algorithm.
     #[must_use]
     pub fn hasher(&self) -> Hasher {

@@ -248,3 +248,76 @@ fn login_over_tls_with_htpasswd_and_policy_gate() {
         "t\n"
     );
 }
+
+#[test]
+fn artifact_list_shows_referrers_from_the_tag_schema() {
+    use vch_registry::{Client, DOCKER_MANIFEST, HostSettings, OCI_MANIFEST, PlainHttp};
+    let reg = Registry::start().unwrap();
+    let pushed = TestImage::random("team/signed", "v1")
+        .push(&HttpClient::plain(), reg.url())
+        .unwrap();
+    let host = reg.addr();
+    let settings = HostSettings::builder(&host)
+        .dangerous()
+        .plain_http(PlainHttp::Only)
+        .build()
+        .unwrap();
+    let client = Client::builder(&host).settings(settings).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sig = rt.block_on(async {
+        let config = client
+            .push_blob("team/signed", bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sig",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.as_str(), "size": 2},
+            "layers": [],
+            "subject": {"mediaType": DOCKER_MANIFEST, "digest": pushed.manifest_digest, "size": pushed.manifest.len()},
+        })
+        .to_string();
+        client
+            .manifest_put("team/signed", "sig", OCI_MANIFEST, bytes::Bytes::from(manifest))
+            .await
+            .unwrap()
+    });
+    let home = Home::new();
+    home.ok(&["registry", "set", &host, "--tls", "disabled"]);
+    let r = format!("{host}/team/signed:v1");
+    assert_eq!(
+        home.ok(&["artifact", "list", &r]),
+        format!("{sig}\tapplication/vnd.example.sig\t")
+            + &format!("{}\n", home_size(&home, &host, &sig))
+    );
+    let by_digest = format!("{host}/team/signed@{}", pushed.manifest_digest);
+    let index: serde_json::Value = serde_json::from_str(&home.ok(&[
+        "artifact",
+        "list",
+        &by_digest,
+        "--filter-artifact-type",
+        "application/vnd.example.sbom",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(index["manifests"], serde_json::json!([]));
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+}
+
+/// The size of the manifest `digest` in `team/signed`, as `manifest head --json` reports it.
+fn home_size(home: &Home, host: &str, digest: &vch_registry::Digest) -> u64 {
+    let head: serde_json::Value = serde_json::from_str(&home.ok(&[
+        "manifest",
+        "head",
+        &format!("{host}/team/signed@{digest}"),
+        "--json",
+    ]))
+    .unwrap();
+    head["size"].as_u64().unwrap()
+}

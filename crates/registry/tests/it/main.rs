@@ -6,5 +6,6 @@
 mod api;
 mod auth;
 mod copy;
+mod referrers;
 mod support;
 mod tls;

@@ -1,0 +1,152 @@
+//! Referrers (OCI distribution spec 1.1): the tag schema fallback against Distribution 2.8
+//! (which answers the referrers API with 404), and the API itself from a small test server.
+
+use bytes::Bytes;
+use vch_registry::{
+    Client, DOCKER_MANIFEST, Descriptor, Digest, HostSettings, OCI_INDEX, OCI_MANIFEST, PlainHttp,
+    ReferrersSource,
+};
+use vch_testbed::{HttpClient, TestImage};
+
+use crate::support::{BrokenRegistry, plain_client, plain_registry, runtime};
+
+const SBOM: &str = "application/vnd.example.sbom";
+const SIG: &str = "application/vnd.example.sig";
+
+/// Pushes an artifact manifest of `artifact_type` whose subject is `subject`; its digest.
+async fn push_artifact(
+    client: &Client,
+    repo: &str,
+    subject: &Digest,
+    subject_size: usize,
+    artifact_type: &str,
+    content: &[u8],
+) -> Digest {
+    let config = client
+        .push_blob(repo, Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let layer = client
+        .push_blob(repo, Bytes::copy_from_slice(content))
+        .await
+        .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.as_str(), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer.as_str(), "size": content.len()}],
+        "subject": {"mediaType": DOCKER_MANIFEST, "digest": subject.as_str(), "size": subject_size},
+        "annotations": {"org.example.kind": artifact_type},
+    })
+    .to_string();
+    let digest = Digest::sha256(manifest.as_bytes());
+    let pushed = client
+        .manifest_put(repo, digest.as_str(), OCI_MANIFEST, Bytes::from(manifest))
+        .await
+        .unwrap();
+    assert_eq!(pushed, digest);
+    digest
+}
+
+#[test]
+fn referrers_fall_back_to_the_tag_schema_on_distribution() {
+    let reg = plain_registry();
+    let image = TestImage::random("art/app", "v1")
+        .push(&HttpClient::plain(), reg.url())
+        .unwrap();
+    let client = plain_client(&reg);
+    let subject = Digest::parse(&image.manifest_digest).unwrap();
+    let size = image.manifest.len();
+    runtime().block_on(async {
+        // Nothing refers to it yet: the API is missing and so is the tag.
+        let none = client.referrers("art/app", &subject, None).await.unwrap();
+        assert_eq!(none.source, ReferrersSource::TagSchema);
+        assert!(none.manifests.is_empty());
+
+        let sbom = push_artifact(&client, "art/app", &subject, size, SBOM, b"sbom").await;
+        let sig = push_artifact(&client, "art/app", &subject, size, SIG, b"signature").await;
+        // Pushing a referrer again does not list it twice.
+        let again = push_artifact(&client, "art/app", &subject, size, SIG, b"signature").await;
+        assert_eq!(again, sig);
+
+        let all = client.referrers("art/app", &subject, None).await.unwrap();
+        assert_eq!(all.source, ReferrersSource::TagSchema);
+        let digests: Vec<&str> = all.manifests.iter().map(|d| d.digest.as_str()).collect();
+        assert_eq!(digests, [sbom.as_str(), sig.as_str()]);
+        assert_eq!(all.manifests[0].artifact_type.as_deref(), Some(SBOM));
+        assert_eq!(all.manifests[0].media_type, OCI_MANIFEST);
+        assert_eq!(
+            all.manifests[1].annotations.as_ref().unwrap()["org.example.kind"],
+            SIG
+        );
+
+        // The index is a real tag a plain client can read.
+        let tags = client.tags("art/app", None).await.unwrap();
+        assert!(tags.contains(&subject.referrers_tag()), "{tags:?}");
+        let index = client
+            .manifest_get("art/app", &subject.referrers_tag())
+            .await
+            .unwrap();
+        assert_eq!(index.media_type, OCI_INDEX);
+
+        let sigs = client
+            .referrers("art/app", &subject, Some(SIG))
+            .await
+            .unwrap();
+        assert_eq!(sigs.manifests.len(), 1);
+        assert_eq!(sigs.manifests[0].digest, sig.as_str());
+        assert_eq!(sigs.to_index(), {
+            let v = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": sigs.manifests});
+            Bytes::from(v.to_string())
+        });
+    });
+}
+
+#[test]
+fn referrers_api_answer_is_used_and_filtered() {
+    let subject = Digest::sha256(b"subject manifest");
+    let mut a = Descriptor::new(OCI_MANIFEST, &Digest::sha256(b"a"), 10);
+    a.artifact_type = Some(SBOM.into());
+    let mut b = Descriptor::new(OCI_MANIFEST, &Digest::sha256(b"b"), 20);
+    b.artifact_type = Some(SIG.into());
+    let index =
+        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [a, b]})
+            .to_string();
+    // The server ignores the filter (no `OCI-Filters-Applied`): the client applies it.
+    let routes = vec![
+        (
+            format!("/v2/app/referrers/{subject}"),
+            OCI_INDEX.to_owned(),
+            index.clone().into_bytes(),
+        ),
+        (
+            format!("/v2/app/referrers/{subject}?artifactType={SIG}"),
+            OCI_INDEX.to_owned(),
+            index.into_bytes(),
+        ),
+    ];
+    let server = BrokenRegistry::start(routes);
+    let settings = HostSettings::builder(&server.addr)
+        .dangerous()
+        .plain_http(PlainHttp::Only)
+        .build()
+        .unwrap();
+    let client = Client::builder(&server.addr)
+        .settings(settings)
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let all = client.referrers("app", &subject, None).await.unwrap();
+        assert_eq!(all.source, ReferrersSource::Api);
+        assert_eq!(all.manifests, [a, b.clone()]);
+        let sigs = client.referrers("app", &subject, Some(SIG)).await.unwrap();
+        assert_eq!(sigs.source, ReferrersSource::Api);
+        assert_eq!(sigs.manifests, [b]);
+        // Another subject: the server answers 404 (no route), and there is no tag either.
+        let other = Digest::sha256(b"other");
+        let none = client.referrers("app", &other, None).await.unwrap();
+        assert_eq!(none.source, ReferrersSource::TagSchema);
+        assert!(none.manifests.is_empty());
+    });
+}
