@@ -6,6 +6,8 @@
 mod api;
 mod auth;
 mod copy;
+mod fuzz_checks;
+mod fuzz_seeds;
 mod referrers;
 mod support;
 mod tls;

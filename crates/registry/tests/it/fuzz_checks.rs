@@ -1,0 +1,62 @@
+//! The checks behind the registry fuzz targets, one function per target.
+//!
+//! `fuzz/fuzz_targets/{www_authenticate,link_header,manifest_decode}.rs` include this file
+//! (`#[path]`), and `fuzz_seeds.rs` replays the committed seeds in `fuzz/seeds/<target>/`
+//! through the same functions, so `cargo test` runs every seed and every reproducer saved there.
+//! Each returns early on input the parsers refuse and panics when an invariant breaks.
+
+use vch_registry::{Digest, Manifest, Platform};
+
+/// `WWW-Authenticate` parsing never panics; what it returns is normalised (lower-case scheme
+/// and parameter names) and every value comes from the input.
+pub(crate) fn www_authenticate(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for c in vch_registry::parse_www_authenticate(text) {
+        assert!(!c.scheme.is_empty());
+        assert_eq!(c.scheme, c.scheme.to_ascii_lowercase());
+        assert!(text.to_ascii_lowercase().contains(&c.scheme));
+        for (name, _) in &c.params {
+            assert_eq!(*name, name.to_ascii_lowercase());
+            assert!(c.param(name).is_some());
+        }
+        if let Some(t) = &c.token68 {
+            assert!(text.contains(t.as_str()));
+        }
+    }
+}
+
+/// `Link` parsing never panics, and a `next` target is text between `<` and `>` of the input.
+pub(crate) fn link_header(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(next) = vch_registry::parse_link_next(text) {
+        assert!(!next.contains('>'));
+        assert!(text.contains(&format!("<{next}>")));
+    }
+}
+
+/// Manifest decoding never panics; a decoded manifest's descriptors all carry valid digests,
+/// and platform selection on it never panics.
+pub(crate) fn manifest_decode(data: &[u8]) {
+    let Ok(m) = Manifest::decode(data, Some("application/vnd.oci.image.index.v1+json")) else {
+        return;
+    };
+    assert!(!m.media_type().is_empty());
+    for b in m.blobs() {
+        assert!(Digest::parse(&b.digest).is_ok());
+    }
+    if let Manifest::Index { manifests, .. } = &m {
+        for d in manifests {
+            assert!(Digest::parse(&d.digest).is_ok());
+        }
+    }
+    if let Ok(p) = Platform::parse("linux/amd64")
+        && let Ok(d) = m.select_platform(&p, "fuzz")
+    {
+        assert!(Digest::parse(&d.digest).is_ok());
+        assert!(d.platform.as_ref().is_some_and(|q| q.satisfies(&p)));
+    }
+}

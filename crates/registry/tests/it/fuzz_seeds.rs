@@ -1,0 +1,166 @@
+//! Replays the registry fuzz seed corpora (`fuzz/seeds/<target>/`) through the fuzz targets'
+//! own checks ([`crate::fuzz_checks`]).
+//!
+//! The `seed-<hash>` files are generated from the tables below: `VCH_WRITE_SEEDS=1 cargo test -p
+//! vch-registry --test it fuzz_seeds -- --test-threads=1` rewrites them; otherwise a test checks
+//! that the committed files match the tables. Every file in a seed directory is replayed, so a
+//! reproducer minimised from a fuzzer crash and saved there becomes a regression test.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::fuzz_checks;
+
+const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+const CHALLENGES: &[&str] = &[
+    r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+    r#"Basic realm="Registry Realm""#,
+    r#"Bearer realm="https://harbor.example/service/token",service="harbor-registry",scope="repository:library/nginx:pull,push""#,
+    r#"Bearer realm="https://r/token", error="invalid_token", Basic realm="x""#,
+    r#"Bearer realm="a\"b\\c",service=svc,scope="repository:a:pull repository:b:pull""#,
+    "Negotiate YIIB+gYGKwYBBQUCoIIB7jCCAeqgJDAiBgkqhkiC9xIBAgIGCSqGSIb3EgECAgYKKwYBBAGCNwICCg==",
+    ", ,Bearer , basic",
+    "BEARER REALM=\"x\", SERVICE=\"y\"",
+    "Bearer realm=\"unterminated",
+    "Bearer realm=\"x\"\tservice=\"y\"",
+];
+
+const LINKS: &[&str] = &[
+    r#"</v2/_catalog?last=b&n=2>; rel="next""#,
+    "<https://r/v2/x/tags/list?n=1&last=a>; rel=next",
+    r#"<a>; rel="prev", <b>; rel="next""#,
+    r#"<a>; title="x,y"; rel="next""#,
+    r#"<a>; rel="prev next""#,
+    r#"<a>; rel="previous""#,
+    "<<a>>; rel=next",
+    "</v2/x/referrers/sha256:1?n=1&last=sha256:2>; REL=\"NEXT\"",
+    "<>; rel=next",
+];
+
+fn manifests() -> Vec<String> {
+    vec![
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D1}","size":3}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D2}","size":9}}]}}"#
+        ),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{D1}","size":1,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},{{"digest":"{D2}","size":2,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
+        ),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{D1}","size":2}},"layers":[],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{D2}","size":7}},"annotations":{{"a":"b"}}}}"#
+        ),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{D1}","size":1,"artifactType":"application/vnd.example.sbom"}}]}}"#
+        ),
+        r#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#.to_owned(),
+        r#"{"schemaVersion":2,"manifests":[{"digest":"sha256:x","size":1}]}"#.to_owned(),
+        format!(r#"{{"schemaVersion":2,"config":{{"digest":"{D1}","size":-1}}}}"#),
+        r#"{"schemaVersion":2}"#.to_owned(),
+    ]
+}
+
+/// A fuzz target's name and its check.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: &[Target] = &[
+    ("www_authenticate", fuzz_checks::www_authenticate),
+    ("link_header", fuzz_checks::link_header),
+    ("manifest_decode", fuzz_checks::manifest_decode),
+];
+
+fn seeds(target: &str) -> Vec<String> {
+    match target {
+        "www_authenticate" => CHALLENGES.iter().map(|s| (*s).to_owned()).collect(),
+        "link_header" => LINKS.iter().map(|s| (*s).to_owned()).collect(),
+        _ => manifests(),
+    }
+}
+
+fn seed_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/seeds")
+        .join(target)
+}
+
+/// A stable file name from the content (FNV-1a), as corpus files are named by content.
+fn file_name(seed: &str) -> String {
+    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("seed-{hash:016x}")
+}
+
+#[test]
+fn committed_seeds_match_the_tables() {
+    let write = std::env::var_os("VCH_WRITE_SEEDS").is_some();
+    for (target, _) in TARGETS {
+        let dir = seed_dir(target);
+        if write && dir.exists() {
+            // Table seeds no longer in the table go; other files (reproducers) stay.
+            let wanted: Vec<String> = seeds(target).iter().map(|s| file_name(s)).collect();
+            for file in fs::read_dir(&dir).unwrap() {
+                let name = file.unwrap().file_name().to_string_lossy().into_owned();
+                if name.starts_with("seed-") && !wanted.contains(&name) {
+                    fs::remove_file(dir.join(name)).unwrap();
+                }
+            }
+        }
+        for seed in seeds(target) {
+            let path = dir.join(file_name(&seed));
+            if write {
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(&path, &seed).unwrap();
+            }
+            let committed = fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (regenerate with VCH_WRITE_SEEDS=1)",
+                    path.display()
+                )
+            });
+            assert_eq!(committed, seed, "{}", path.display());
+        }
+    }
+}
+
+#[test]
+fn seeds_pass_the_fuzz_checks() {
+    for (target, check) in TARGETS {
+        let dir = seed_dir(target);
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|f| f.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(
+            files.len() >= seeds(target).len(),
+            "{target}: missing seeds"
+        );
+        for file in files {
+            let data = fs::read(&file).unwrap();
+            if std::panic::catch_unwind(|| check(&data)).is_err() {
+                panic!("{target}: seed {} fails the fuzz check", file.display());
+            }
+        }
+    }
+}
+
+/// The tables exercise the interesting side of each check, not only early returns.
+#[test]
+fn seeds_reach_past_the_parsers() {
+    let parsed = CHALLENGES
+        .iter()
+        .filter(|c| !vch_registry::parse_www_authenticate(c).is_empty())
+        .count();
+    assert!(parsed >= 6, "{parsed} challenge seeds parse");
+    let next = LINKS
+        .iter()
+        .filter(|l| vch_registry::parse_link_next(l).is_some())
+        .count();
+    assert!(next >= 5, "{next} link seeds have a next target");
+    let decoded = manifests()
+        .iter()
+        .filter(|m| vch_registry::Manifest::decode(m.as_bytes(), None).is_ok())
+        .count();
+    assert_eq!(decoded, 4);
+}
