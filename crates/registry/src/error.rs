@@ -71,6 +71,8 @@ fn advice(status: u16, errors: &RegistryErrors) -> &'static str {
         "check the repository name (regctl repo ls HOST)"
     } else if errors.has("TOOMANYREQUESTS") || status == 429 {
         "the registry is rate limiting; retry later"
+    } else if status == 407 {
+        "the proxy wants credentials: put them in its URL (http://user:password@host:port)"
     } else if errors.has("UNSUPPORTED") || status == 405 {
         "the registry does not support this operation (deletes may be disabled)"
     } else if status >= 500 {
@@ -144,6 +146,15 @@ pub enum Error {
     PlainHttpRefused {
         /// `host:port` dialled.
         host: String,
+    },
+
+    /// The proxy could not be reached or refused to tunnel.
+    #[error("through the proxy to {host}: {reason} (check HTTPS_PROXY, HTTP_PROXY and NO_PROXY)")]
+    Proxy {
+        /// `host:port` asked for.
+        host: String,
+        /// What failed, naming the proxy (never its credentials).
+        reason: String,
     },
 
     /// No answer within the configured time.

@@ -8,6 +8,7 @@ mod copy;
 mod credentials;
 mod error;
 mod manifest;
+mod proxy;
 mod reference;
 mod referrers;
 mod settings;
@@ -29,6 +30,7 @@ pub use manifest::{
     ACCEPT_ALL, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Manifest, OCI_INDEX,
     OCI_MANIFEST, Platform,
 };
+pub use proxy::ProxyConfig;
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API, Digest, Hasher, Reference};
 pub use referrers::{Referrers, ReferrersSource};
 pub use settings::{

@@ -10,6 +10,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::error::{Error, Result};
+use crate::proxy::ProxyConfig;
 
 /// Default bound on TCP connect plus TLS handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,6 +57,7 @@ pub struct HostSettings {
     pub(crate) skip_verification: bool,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) proxy: Arc<ProxyConfig>,
 }
 
 impl HostSettings {
@@ -71,6 +73,7 @@ impl HostSettings {
             plain_http: PlainHttp::Never,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            proxy: None,
         }
     }
 
@@ -93,6 +96,12 @@ impl HostSettings {
     pub fn skips_verification(&self) -> bool {
         self.skip_verification
     }
+
+    /// The proxies requests use.
+    #[must_use]
+    pub fn proxy(&self) -> &ProxyConfig {
+        &self.proxy
+    }
 }
 
 /// Collects and validates [`HostSettings`]; [`HostSettingsBuilder::build`] is the only
@@ -109,6 +118,7 @@ pub struct HostSettingsBuilder {
     plain_http: PlainHttp,
     connect_timeout: Duration,
     request_timeout: Duration,
+    proxy: Option<ProxyConfig>,
 }
 
 impl HostSettingsBuilder {
@@ -150,6 +160,13 @@ impl HostSettingsBuilder {
         self
     }
 
+    /// The proxies to use (default: [`ProxyConfig::from_env`], read by [`build`](Self::build);
+    /// [`ProxyConfig::none`] for direct connections).
+    pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
     /// The options that weaken security.
     pub fn dangerous(self) -> DangerousHostSettingsBuilder {
         DangerousHostSettingsBuilder(self)
@@ -160,8 +177,13 @@ impl HostSettingsBuilder {
     /// # Errors
     /// [`Error::Pki`] for an unreadable CA, certificate or key file (or a key that does not
     /// belong to its certificate); [`Error::Settings`] for a `certs.d` directory with a
-    /// `.cert` and no matching `.key`, or a client certificate with `plain_http(Only)`.
+    /// `.cert` and no matching `.key`, a client certificate with `plain_http(Only)`, or an
+    /// unusable proxy variable.
     pub fn build(self) -> Result<HostSettings> {
+        let proxy = Arc::new(match &self.proxy {
+            Some(p) => p.clone(),
+            None => ProxyConfig::from_env()?,
+        });
         let settings_err = |reason: String| Error::Settings {
             host: self.host.clone(),
             reason,
@@ -188,6 +210,7 @@ impl HostSettingsBuilder {
                 skip_verification: self.skip_verification,
                 connect_timeout: self.connect_timeout,
                 request_timeout: self.request_timeout,
+                proxy,
             });
         }
         let provider = vch_pki::provider();
@@ -238,6 +261,7 @@ impl HostSettingsBuilder {
             skip_verification: self.skip_verification,
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
+            proxy,
         })
     }
 }

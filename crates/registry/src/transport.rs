@@ -17,12 +17,13 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::error::Error;
+use crate::proxy::{ProxyConfig, ProxyUrl};
 use crate::settings::HostSettings;
 
 /// Errors that bodies we send may produce (a source blob failing its digest mid-stream).
@@ -38,6 +39,7 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 pub(crate) enum ConnectError {
     Tcp(String),
     Tls(String),
+    Proxy(String),
     Timeout,
 }
 
@@ -46,6 +48,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             Self::Tcp(r) => write!(f, "tcp: {r}"),
             Self::Tls(r) => write!(f, "tls: {r}"),
+            Self::Proxy(r) => write!(f, "proxy: {r}"),
             Self::Timeout => f.write_str("connect timed out"),
         }
     }
@@ -56,12 +59,15 @@ impl std::error::Error for ConnectError {}
 /// A TCP or TLS connection.
 pub(crate) enum Stream {
     Tcp(TcpStream),
+    /// To an HTTP proxy, which takes absolute-form requests for plain-HTTP registries.
+    ProxiedTcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
-        Connected::new()
+        // `proxy(true)` makes hyper-util send absolute-form request targets.
+        Connected::new().proxy(matches!(self, Self::ProxiedTcp(_)))
     }
 }
 
@@ -72,7 +78,7 @@ impl AsyncRead for Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -81,21 +87,21 @@ impl AsyncRead for Stream {
 impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, b),
+            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_write(cx, b),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
@@ -106,14 +112,14 @@ impl AsyncWrite for Stream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            Self::Tcp(s) => s.is_write_vectored(),
+            Self::Tcp(s) | Self::ProxiedTcp(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
         }
     }
@@ -124,6 +130,7 @@ impl AsyncWrite for Stream {
 pub(crate) struct Connector {
     tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
+    proxy: Arc<ProxyConfig>,
 }
 
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<TokioIo<Stream>, ConnectError>> + Send>>;
@@ -140,8 +147,9 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
         let timeout = self.timeout;
+        let proxy = self.proxy.clone();
         Box::pin(async move {
-            tokio::time::timeout(timeout, connect(uri, tls))
+            tokio::time::timeout(timeout, connect(uri, tls, &proxy))
                 .await
                 .unwrap_or(Err(ConnectError::Timeout))
         })
@@ -151,6 +159,7 @@ impl tower_service::Service<Uri> for Connector {
 async fn connect(
     uri: Uri,
     tls: Option<Arc<ClientConfig>>,
+    proxy: &ProxyConfig,
 ) -> Result<TokioIo<Stream>, ConnectError> {
     let https = uri.scheme_str() == Some("https");
     let host = uri
@@ -162,14 +171,28 @@ async fn connect(
         .trim_end_matches(']')
         .to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| ConnectError::Tcp(e.to_string()))?;
+    let via = proxy.select(if https { "https" } else { "http" }, &host, Some(port));
+    let tcp = match via {
+        Some(p) => TcpStream::connect((p.host.as_str(), p.port))
+            .await
+            .map_err(|e| ConnectError::Proxy(format!("cannot connect to {p}: {e}")))?,
+        None => TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| ConnectError::Tcp(e.to_string()))?,
+    };
     // Latency matters more than packet count for small registry requests.
     let _ = tcp.set_nodelay(true);
     if !https {
-        return Ok(TokioIo::new(Stream::Tcp(tcp)));
+        return Ok(TokioIo::new(if via.is_some() {
+            Stream::ProxiedTcp(tcp)
+        } else {
+            Stream::Tcp(tcp)
+        }));
     }
+    let tcp = match via {
+        Some(p) => tunnel(tcp, p, &host, port).await?,
+        None => tcp,
+    };
     let config = tls.ok_or_else(|| ConnectError::Tls("tls is not configured".into()))?;
     let name = ServerName::try_from(host.clone())
         .map_err(|e| ConnectError::Tls(format!("bad server name {host:?}: {e}")))?;
@@ -178,6 +201,58 @@ async fn connect(
         .await
         .map_err(|e| ConnectError::Tls(tls_reason(&e)))?;
     Ok(TokioIo::new(Stream::Tls(Box::new(stream))))
+}
+
+/// Longest CONNECT answer head read from a proxy.
+const MAX_PROXY_HEAD: usize = 16 << 10;
+
+/// Opens a tunnel through an HTTP proxy (`CONNECT host:port`, RFC 9110 §9.3.6).
+async fn tunnel(
+    mut tcp: TcpStream,
+    proxy: &ProxyUrl,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, ConnectError> {
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(a) = &proxy.authorization {
+        req.push_str(&format!("Proxy-Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    let fail = |what: String| ConnectError::Proxy(format!("{proxy}: CONNECT {authority}: {what}"));
+    tcp.write_all(req.as_bytes())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    // Byte by byte: whatever follows the answer's head belongs to the tunnel.
+    let mut head = Vec::with_capacity(128);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= MAX_PROXY_HEAD {
+            return Err(fail("answer head too long".into()));
+        }
+        let n = tcp.read(&mut byte).await.map_err(|e| fail(e.to_string()))?;
+        if n == 0 {
+            return Err(fail("the proxy closed the connection".into()));
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status_line = text.lines().next().unwrap_or_default().trim().to_owned();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok());
+    match status {
+        Some(200..=299) => Ok(tcp),
+        Some(407) => Err(fail(format!(
+            "{status_line}: put credentials in the proxy URL (http://user:password@host:port)"
+        ))),
+        _ => Err(fail(format!("answered {status_line:?}"))),
+    }
 }
 
 /// rustls' error inside an io error, or the io error itself.
@@ -199,6 +274,7 @@ impl Transport {
         let connector = Connector {
             tls: settings.tls.clone(),
             timeout: settings.connect_timeout,
+            proxy: settings.proxy.clone(),
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
@@ -209,7 +285,20 @@ impl Transport {
     }
 
     /// Sends a request; the response headers must arrive within the request timeout.
-    pub(crate) async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+    pub(crate) async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, Error> {
+        // A plain-HTTP request through a proxy carries the proxy's credentials itself.
+        if req.uri().scheme_str() == Some("http")
+            && let Some(host) = req.uri().host()
+            && let Some(p) = self
+                .settings
+                .proxy
+                .select("http", host, req.uri().port_u16())
+            && let Some(a) = &p.authorization
+            && let Ok(v) = hyper::header::HeaderValue::from_str(a)
+        {
+            req.headers_mut()
+                .insert(hyper::header::PROXY_AUTHORIZATION, v);
+        }
         let method = req.method().to_string();
         let uri = req.uri().clone();
         let after = self.settings.request_timeout;
@@ -243,6 +332,10 @@ fn classify(method: &str, uri: &Uri, e: &hyper_util::client::legacy::Error) -> E
                     Error::PlainHttpRefused { host }
                 }
                 ConnectError::Tls(reason) => Error::Tls {
+                    host,
+                    reason: reason.clone(),
+                },
+                ConnectError::Proxy(reason) => Error::Proxy {
                     host,
                     reason: reason.clone(),
                 },

@@ -8,6 +8,7 @@ mod auth;
 mod copy;
 mod fuzz_checks;
 mod fuzz_seeds;
+mod proxy;
 mod referrers;
 mod support;
 mod tls;

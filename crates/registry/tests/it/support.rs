@@ -25,10 +25,15 @@ pub(crate) struct Pki {
 
 impl Pki {
     pub(crate) fn new() -> Self {
+        Self::with_names(&["127.0.0.1", "localhost"])
+    }
+
+    /// A server certificate for these names and addresses.
+    pub(crate) fn with_names(names: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = CertificateAuthority::generate(&CaOptions::new("vch-registry test CA")).unwrap();
         let server = ca
-            .issue(&LeafOptions::server(["127.0.0.1", "localhost"]))
+            .issue(&LeafOptions::server(names.iter().copied()))
             .unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
         std::fs::write(dir.path().join("server-cert.pem"), server.cert_pem()).unwrap();
@@ -405,4 +410,135 @@ fn serve_fixed(
         }
         None => out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 58\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"BLOB_UNKNOWN\",\"message\":\"not here\"}]}\n"),
     }
+}
+
+/// A forward HTTP proxy: `CONNECT host:port` tunnels and absolute-form requests
+/// (`GET http://host:port/…`), spliced to the target after the first request head. Names in
+/// `names` resolve to 127.0.0.1 here, so a client that reaches such a name did so through
+/// the proxy (it cannot resolve it itself). Only loopback targets are dialled.
+pub(crate) struct TestProxy {
+    pub(crate) addr: std::net::SocketAddr,
+    /// First request line of every connection (`CONNECT reg.test:5000`, `GET http://…`).
+    pub(crate) log: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TestProxy {
+    /// `credentials`: when given, a request without them is answered 407.
+    pub(crate) fn start(names: &[&str], credentials: Option<(&str, &str)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let names: Arc<Vec<String>> = Arc::new(names.iter().map(|n| (*n).to_owned()).collect());
+        let expected =
+            credentials.map(|(u, p)| format!("Basic {}", STANDARD.encode(format!("{u}:{p}"))));
+        let (stop2, log2) = (stop.clone(), log.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (names, log, expected) = (names.clone(), log2.clone(), expected.clone());
+                std::thread::spawn(move || {
+                    let _ = proxy_conn(conn, &names, &log, expected.as_deref());
+                });
+            }
+        });
+        Self { addr, log, stop }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn proxy_conn(
+    mut conn: TcpStream,
+    names: &[String],
+    log: &std::sync::Mutex<Vec<String>>,
+    expected: Option<&str>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    // Read the head byte by byte, so nothing after it is consumed here.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    let auth = text.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case("proxy-authorization")
+            .then(|| v.trim().to_owned())
+    });
+    let mut parts = line.split_whitespace();
+    let (method, target) = (
+        parts.next().unwrap_or_default().to_owned(),
+        parts.next().unwrap_or_default().to_owned(),
+    );
+    log.lock().unwrap().push(format!("{method} {target}"));
+    if let Some(want) = expected
+        && auth.as_deref() != Some(want)
+    {
+        return conn.write_all(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let authority = if method == "CONNECT" {
+        target.clone()
+    } else {
+        target
+            .strip_prefix("http://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (host, port) = authority.rsplit_once(':').unwrap_or((&authority, "80"));
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = if names.iter().any(|n| n == host) {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_loopback() => ip,
+            _ => {
+                return conn.write_all(
+                    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        }
+    };
+    let upstream = TcpStream::connect((ip, port.parse::<u16>().unwrap_or(80)))?;
+    if method == "CONNECT" {
+        conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+    } else {
+        // Go's server (the registry) takes absolute-form targets as they are.
+        (&upstream).write_all(&head)?;
+    }
+    let (mut c2, mut u2) = (conn.try_clone()?, upstream.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut u3, mut c3) = (upstream, conn);
+    let _ = std::io::copy(&mut u3, &mut c3);
+    let _ = c3.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+    Ok(())
 }

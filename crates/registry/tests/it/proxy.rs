@@ -1,0 +1,138 @@
+//! Proxies: plain-HTTP registries through absolute-form requests, TLS registries through
+//! CONNECT tunnels, proxy credentials, and NO_PROXY bypass, with a real forward proxy
+//! ([`TestProxy`]) in front of real Distribution registries. The registry is named
+//! `registry.test`, which only the proxy resolves: reaching it proves the proxy was used.
+
+use bytes::Bytes;
+use vch_registry::{Client, Digest, Error, HostSettings, PlainHttp, ProxyConfig};
+use vch_testbed::{HttpClient, TestImage};
+
+use crate::support::{Pki, TestProxy, plain_registry, runtime, tls_registry};
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').unwrap().1
+}
+
+fn plain_via(host: &str, proxy: ProxyConfig) -> Client {
+    let settings = HostSettings::builder(host)
+        .proxy(proxy)
+        .dangerous()
+        .plain_http(PlainHttp::Only)
+        .build()
+        .unwrap();
+    Client::builder(host).settings(settings).build().unwrap()
+}
+
+#[test]
+fn plain_registry_through_an_http_proxy_with_credentials() {
+    let reg = plain_registry();
+    let pushed = TestImage::random("proxied/app", "v1")
+        .layers(2)
+        .layer_size(300_000)
+        .push(&HttpClient::plain(), reg.url())
+        .unwrap();
+    let proxy = TestProxy::start(&["registry.test"], Some(("pu", "p@ss")));
+    let host = format!("registry.test:{}", port_of(&reg.addr()));
+    let with_creds =
+        ProxyConfig::new(Some(&format!("http://pu:p%40ss@{}", proxy.addr)), None, "").unwrap();
+    let client = plain_via(&host, with_creds);
+    runtime().block_on(async {
+        let m = client.manifest_get("proxied/app", "v1").await.unwrap();
+        assert_eq!(m.digest.as_str(), pushed.manifest_digest);
+        let layer = Digest::parse(&pushed.layer_digests[1]).unwrap();
+        let blob = client
+            .blob_get("proxied/app", &layer)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(layer.matches(&blob));
+        // An upload follows the registry's Location (named registry.test) through the proxy.
+        let d = client
+            .push_blob("proxied/other", Bytes::from_static(b"through the proxy"))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.blob_head("proxied/other", &d).await.unwrap(),
+            Some(17)
+        );
+    });
+    let lines = proxy.lines();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert!(
+            l.contains(&format!(" http://{host}/v2/")),
+            "not an absolute-form request to the registry: {l}"
+        );
+    }
+    // Without credentials the proxy answers 407, and the error says what to do.
+    let without = ProxyConfig::new(Some(&proxy.url()), None, "").unwrap();
+    let err = runtime()
+        .block_on(plain_via(&host, without).manifest_get("proxied/app", "v1"))
+        .unwrap_err();
+    assert_eq!(err.status(), Some(407), "{err}");
+    assert!(err.to_string().contains("proxy wants credentials"), "{err}");
+}
+
+#[test]
+fn tls_registry_through_a_connect_tunnel_and_no_proxy_bypasses_it() {
+    let pki = Pki::with_names(&["registry.test", "127.0.0.1"]);
+    let reg = tls_registry(&pki);
+    let pushed = TestImage::random("tunnel/app", "v1")
+        .push(&HttpClient::tls(&pki.ca_path()).unwrap(), reg.url())
+        .unwrap();
+    let proxy = TestProxy::start(&["registry.test"], None);
+    let port = port_of(&reg.addr()).to_owned();
+    let host = format!("registry.test:{port}");
+    let via = |host: &str, no_proxy: &str| {
+        let settings = HostSettings::builder(host)
+            .ca_file(pki.ca_path())
+            .proxy(ProxyConfig::new(None, Some(&proxy.url()), no_proxy).unwrap())
+            .build()
+            .unwrap();
+        Client::builder(host).settings(settings).build().unwrap()
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let client = via(&host, "other.example, 10.0.0.0/8");
+        let ping = client.ping().await.unwrap();
+        assert_eq!((ping.scheme, ping.status), ("https", 200));
+        let m = client.manifest_get("tunnel/app", "v1").await.unwrap();
+        assert_eq!(m.digest.as_str(), pushed.manifest_digest);
+    });
+    let lines = proxy.lines();
+    assert!(!lines.is_empty());
+    assert!(
+        lines.iter().all(|l| *l == format!("CONNECT {host}")),
+        "{lines:?}"
+    );
+    let before = lines.len();
+    rt.block_on(async {
+        // NO_PROXY names the registry (with its port): dialled directly, where the name does
+        // not resolve, and the proxy sees nothing.
+        for no_proxy in [host.clone(), ".test".to_owned(), "*".to_owned()] {
+            let err = via(&host, &no_proxy).ping().await.unwrap_err();
+            assert!(
+                matches!(&err, Error::Connect { .. }),
+                "NO_PROXY={no_proxy}: {err}"
+            );
+        }
+        // Loopback addresses are never proxied (as in Go).
+        let direct = via(&reg.addr(), "");
+        assert!(direct.manifest_get("tunnel/app", "v1").await.is_ok());
+    });
+    assert_eq!(proxy.lines().len(), before, "{:?}", proxy.lines());
+
+    // A proxy that wants credentials refuses the tunnel: a proxy error naming 407.
+    let strict = TestProxy::start(&["registry.test"], Some(("u", "p")));
+    let settings = HostSettings::builder(&host)
+        .ca_file(pki.ca_path())
+        .proxy(ProxyConfig::new(None, Some(&strict.url()), "").unwrap())
+        .build()
+        .unwrap();
+    let client = Client::builder(&host).settings(settings).build().unwrap();
+    let err = rt.block_on(client.ping()).unwrap_err();
+    assert!(matches!(&err, Error::Proxy { .. }), "{err}");
+    assert!(err.to_string().contains("407"), "{err}");
+}
