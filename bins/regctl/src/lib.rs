@@ -533,7 +533,7 @@ async fn image_cmd(cmd: ImageCmd, clients: &Clients, json: bool) -> anyhow::Resu
                 print_json(&serde_json::json!({
                     "digest": report.digest, "mediaType": report.media_type,
                     "copied": report.copied, "mounted": report.mounted,
-                    "skipped": report.skipped, "bytes": report.bytes,
+                    "skipped": report.skipped, "resumed": report.resumed, "bytes": report.bytes,
                 }))?;
             } else {
                 println!("{}", report.digest);

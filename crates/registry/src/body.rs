@@ -2,6 +2,7 @@
 //! streaming.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -47,6 +48,43 @@ pub(crate) async fn collect(mut body: Incoming, limit: usize, what: &str) -> Res
     Ok(Bytes::from(out))
 }
 
+/// Every this many bytes a streaming blob records its hash state, so that an interrupted
+/// upload resumes from the registry's offset without re-reading (or trusting) what came
+/// before it.
+const CHECKPOINT_EVERY: u64 = 8 << 20;
+
+/// Hash states of a blob stream at offsets (ascending), shared with the copy that may need to
+/// resume it. Always holds offset 0.
+#[derive(Clone, Debug)]
+pub(crate) struct Checkpoints(Arc<Mutex<Vec<(u64, Hasher)>>>);
+
+impl Checkpoints {
+    pub(crate) fn new(digest: &Digest) -> Self {
+        Self(Arc::new(Mutex::new(vec![(0, digest.hasher())])))
+    }
+
+    fn record(&self, offset: u64, hasher: &Hasher) {
+        let mut v = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if v.last()
+            .is_none_or(|(last, _)| offset >= last + CHECKPOINT_EVERY)
+        {
+            v.push((offset, hasher.clone()));
+        }
+    }
+
+    /// The latest checkpoint at or before `offset`.
+    pub(crate) fn at_or_before(&self, offset: u64) -> Option<(u64, Hasher)> {
+        let v = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        v.iter().rev().find(|(o, _)| *o <= offset).cloned()
+    }
+}
+
 /// A blob body that checks size and digest as it streams.
 ///
 /// It holds back the last frame until the end of the source has been verified, so a
@@ -61,6 +99,9 @@ pub struct BlobStream {
     pending: Option<Bytes>,
     done: bool,
     what: String,
+    /// Bytes hashed but not yielded (a resumed stream starts before the resume offset).
+    skip: u64,
+    checkpoints: Option<Checkpoints>,
 }
 
 impl std::fmt::Debug for BlobStream {
@@ -83,6 +124,40 @@ impl BlobStream {
             pending: None,
             done: false,
             what,
+            skip: 0,
+            checkpoints: None,
+        }
+    }
+
+    /// Records hash states into `checkpoints` as it streams.
+    pub(crate) fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// A stream of the rest of a blob: `inner` serves the content from `from` (where
+    /// `hasher` has hashed everything before), and yields from `from + skip`. The digest
+    /// and total `size` are verified at the end as for a whole blob.
+    pub(crate) fn resumed(
+        inner: Incoming,
+        expected: Digest,
+        size: u64,
+        from: u64,
+        hasher: Hasher,
+        skip: u64,
+        what: String,
+    ) -> Self {
+        Self {
+            inner,
+            hasher: Some(hasher),
+            expected,
+            expected_size: Some(size),
+            seen: from,
+            pending: None,
+            done: false,
+            what,
+            skip,
+            checkpoints: None,
         }
     }
 
@@ -166,7 +241,7 @@ impl Body for BlobStream {
             }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
+                    let Ok(mut data) = frame.into_data() else {
                         continue;
                     };
                     if data.is_empty() {
@@ -175,6 +250,19 @@ impl Body for BlobStream {
                     this.seen += data.len() as u64;
                     if let Some(h) = this.hasher.as_mut() {
                         h.update(&data);
+                        if let Some(c) = &this.checkpoints {
+                            c.record(this.seen, h);
+                        }
+                    }
+                    if this.skip > 0 {
+                        let n = usize::try_from(this.skip)
+                            .unwrap_or(usize::MAX)
+                            .min(data.len());
+                        this.skip -= n as u64;
+                        data = data.slice(n..);
+                        if data.is_empty() {
+                            continue;
+                        }
                     }
                     if let Some(prev) = this.pending.replace(data) {
                         return Poll::Ready(Some(Ok(Frame::data(prev))));

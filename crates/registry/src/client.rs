@@ -987,6 +987,58 @@ impl Client {
         ))
     }
 
+    /// The rest of a blob from byte `at`, verified: `GET` with `Range: bytes=from-`, where
+    /// `hasher` holds the hash of bytes `0..from` (`from <= at`); bytes `from..at` are hashed
+    /// but not yielded. A source that ignores the range (200) is read from 0 with a fresh
+    /// hasher. The digest and `size` are checked at the end as for [`Client::blob_get`].
+    pub(crate) async fn blob_get_resumed(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        (from, hasher): (u64, crate::reference::Hasher),
+        at: u64,
+    ) -> Result<BlobStream> {
+        let url = format!("/v2/{repo}/blobs/{digest}");
+        let what = format!("blob {digest} from {}/{repo}", self.inner.host);
+        let resp = self
+            .blob_get_following(repo, &url, Some(format!("bytes={from}-")))
+            .await?;
+        if resp.status() == StatusCode::PARTIAL_CONTENT {
+            let starts = header_str(&resp, "content-range").and_then(|r| {
+                r.trim()
+                    .strip_prefix("bytes ")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+            });
+            if starts != Some(from) {
+                return Err(Error::Http {
+                    method: "GET".into(),
+                    url,
+                    reason: format!("asked for bytes from {from}, got Content-Range {starts:?}"),
+                });
+            }
+            return Ok(BlobStream::resumed(
+                resp.into_body(),
+                digest.clone(),
+                size,
+                from,
+                hasher,
+                at.saturating_sub(from),
+                what,
+            ));
+        }
+        Ok(BlobStream::resumed(
+            resp.into_body(),
+            digest.clone(),
+            size,
+            0,
+            digest.hasher(),
+            at,
+            what,
+        ))
+    }
+
     /// `GET` a byte range of a blob (`Range: bytes=start-end`, inclusive); not verified.
     ///
     /// # Errors
@@ -1186,6 +1238,24 @@ impl Client {
         size: u64,
         stream: BlobStream,
     ) -> Result<()> {
+        self.upload_put_stream_at(session, digest, 0, size, stream)
+            .await
+    }
+
+    /// Finishes a session that holds the first `offset` bytes of a blob of `size` bytes by
+    /// streaming the rest (`stream` yields bytes `offset..size`) in the closing `PUT ?digest=`
+    /// (with `Content-Range: offset-(size-1)` when `offset` is not 0, the spec's final chunk).
+    ///
+    /// # Errors
+    /// As [`Client::upload_put_stream`].
+    pub async fn upload_put_stream_at(
+        &self,
+        session: &UploadSession,
+        digest: &Digest,
+        offset: u64,
+        size: u64,
+        stream: BlobStream,
+    ) -> Result<()> {
         use http_body_util::BodyExt as _;
         let url = Self::with_query(
             &session.location,
@@ -1218,14 +1288,21 @@ impl Client {
                 e
             })
             .boxed();
+        let mut headers = vec![
+            (header::CONTENT_TYPE, "application/octet-stream".into()),
+            (
+                header::CONTENT_LENGTH,
+                size.saturating_sub(offset).to_string(),
+            ),
+        ];
+        if offset > 0 && offset < size {
+            headers.push((header::CONTENT_RANGE, format!("{offset}-{}", size - 1)));
+        }
         let res = self
             .call(
                 Method::PUT,
                 &url,
-                &[
-                    (header::CONTENT_TYPE, "application/octet-stream".into()),
-                    (header::CONTENT_LENGTH, size.to_string()),
-                ],
+                &headers,
                 ReqBody::Stream(body),
                 &[push(&session.repository)],
                 &[201, 204],

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::body::Checkpoints;
 use crate::client::{Client, Mount};
 use crate::error::{Error, Result};
 use crate::manifest::{Descriptor, Manifest, Platform};
@@ -21,6 +22,9 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 const BACKOFF: Duration = Duration::from_millis(250);
 /// Attempts per blob.
 const BLOB_ATTEMPTS: u32 = 4;
+/// Resumes of one upload session from the registry's `Range` before the blob is retried from
+/// scratch.
+const RESUMES: u32 = 4;
 
 /// What happened to a blob during a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +57,13 @@ pub enum CopyEvent {
         size: u64,
         /// How it got there.
         outcome: BlobOutcome,
+    },
+    /// A blob upload broke and continues from the registry's offset.
+    BlobResumed {
+        /// Its digest.
+        digest: String,
+        /// The offset the registry reported (bytes it already holds).
+        offset: u64,
     },
     /// A manifest was pushed.
     ManifestPushed {
@@ -127,6 +138,8 @@ pub struct CopyReport {
     pub mounted: usize,
     /// Blobs already present.
     pub skipped: usize,
+    /// Uploads resumed from the registry's offset after a failure.
+    pub resumed: usize,
     /// Bytes streamed.
     pub bytes: u64,
 }
@@ -144,7 +157,8 @@ struct Side<'a> {
 /// bytes are sent). A manifest is pushed only after all its blobs (and an index only after
 /// all its manifests), so the target never shows a partial image. Blobs retry with backoff
 /// on connection errors, 5xx, 429 (honouring `Retry-After`) and 401 (an expired token is
-/// refreshed).
+/// refreshed); an upload that breaks mid-way resumes from the session's `Range` where the
+/// registry still has the session (see the crate docs).
 ///
 /// # Errors
 /// The first blob or manifest error; [`Error::NoPlatform`] when the platform is missing.
@@ -247,7 +261,8 @@ async fn copy_one(
                     size: desc.size,
                 },
             );
-            let outcome = copy_blob(&src, &src_repo, &dst, &dst_repo, &desc).await?;
+            let (outcome, resumed) =
+                copy_blob(&src, &src_repo, &dst, &dst_repo, &desc, &options).await?;
             emit(
                 &options,
                 &CopyEvent::BlobDone {
@@ -256,13 +271,14 @@ async fn copy_one(
                     outcome,
                 },
             );
-            Ok::<_, Error>((outcome, desc.size))
+            Ok::<_, Error>((outcome, desc.size, resumed))
         });
     }
     // The first failure aborts the rest (dropping the JoinSet cancels its tasks).
     while let Some(joined) = tasks.join_next().await {
-        let (outcome, size) =
+        let (outcome, size, resumed) =
             joined.map_err(|_| Error::Unreachable("a blob copy task panicked"))??;
+        report.resumed += resumed;
         match outcome {
             BlobOutcome::Copied => {
                 report.copied += 1;
@@ -292,20 +308,26 @@ async fn copy_one(
     Ok(())
 }
 
-/// Copies one blob, with retries.
+/// Copies one blob, with retries; the outcome and how many times its upload resumed.
 async fn copy_blob(
     src: &Client,
     src_repo: &str,
     dst: &Client,
     dst_repo: &str,
     desc: &Descriptor,
-) -> Result<BlobOutcome> {
+    options: &CopyOptions,
+) -> Result<(BlobOutcome, usize)> {
     let digest = Digest::parse(&desc.digest)?;
     let mut attempt = 0;
+    let mut resumed = 0;
     loop {
         attempt += 1;
-        match copy_blob_once(src, src_repo, dst, dst_repo, &digest, desc.size).await {
-            Ok(outcome) => return Ok(outcome),
+        let blob = Blob {
+            digest: &digest,
+            size: desc.size,
+        };
+        match copy_blob_once(src, src_repo, dst, dst_repo, blob, options, &mut resumed).await {
+            Ok(outcome) => return Ok((outcome, resumed)),
             Err(e) if attempt < BLOB_ATTEMPTS && (e.is_retryable() || e.status() == Some(401)) => {
                 let wait = e.retry_after().unwrap_or(BACKOFF * 2u32.pow(attempt - 1));
                 tracing::info!(%digest, error = %e, ?wait, attempt, "blob copy failed; retrying");
@@ -316,14 +338,22 @@ async fn copy_blob(
     }
 }
 
+#[derive(Clone, Copy)]
+struct Blob<'a> {
+    digest: &'a Digest,
+    size: u64,
+}
+
 async fn copy_blob_once(
     src: &Client,
     src_repo: &str,
     dst: &Client,
     dst_repo: &str,
-    digest: &Digest,
-    size: u64,
+    blob: Blob<'_>,
+    options: &CopyOptions,
+    resumed: &mut usize,
 ) -> Result<BlobOutcome> {
+    let digest = blob.digest;
     if dst.blob_head(dst_repo, digest).await?.is_some() {
         return Ok(BlobOutcome::Skipped);
     }
@@ -335,8 +365,61 @@ async fn copy_blob_once(
     } else {
         dst.upload_start(dst_repo).await?
     };
-    let stream = src.blob_get(src_repo, digest).await?;
-    dst.upload_put_stream(&session, digest, size, stream)
-        .await?;
-    Ok(BlobOutcome::Copied)
+    let checkpoints = Checkpoints::new(digest);
+    let mut stream = src
+        .blob_get(src_repo, digest)
+        .await?
+        .with_checkpoints(checkpoints.clone());
+    let mut current = session;
+    let mut offset = 0;
+    let mut resumes = 0;
+    loop {
+        let err = match dst
+            .upload_put_stream_at(&current, digest, offset, blob.size, stream)
+            .await
+        {
+            Ok(()) => return Ok(BlobOutcome::Copied),
+            Err(e) if e.is_retryable() && resumes < RESUMES => e,
+            Err(e) => return Err(e),
+        };
+        resumes += 1;
+        // Where is the registry? A session that is gone fails the blob into a fresh upload
+        // (the retry below). Distribution (2.8) is such a registry after a broken request:
+        // its session location carries a signed offset, and when the bytes it holds differ
+        // from it (a request that broke after writing some) it cancels the session.
+        let status = match dst.upload_status(&current).await {
+            Ok(s) if s.offset <= blob.size => s,
+            Ok(s) => {
+                tracing::info!(%digest, offset = s.offset, "the registry holds more than the blob");
+                return Err(err);
+            }
+            Err(status_err) => {
+                tracing::info!(%digest, error = %status_err, "upload session gone; starting over");
+                return Err(err);
+            }
+        };
+        offset = status.offset;
+        current = status;
+        if offset == blob.size {
+            // Every byte landed (and passed verification: the stream releases its last
+            // bytes only then); only the commit was lost.
+            dst.upload_finish(&current, digest).await?;
+            return Ok(BlobOutcome::Copied);
+        }
+        let Some(checkpoint) = checkpoints.at_or_before(offset) else {
+            return Err(err);
+        };
+        tracing::info!(%digest, error = %err, offset, "upload broke; resuming from the registry's range");
+        emit(
+            options,
+            &CopyEvent::BlobResumed {
+                digest: digest.to_string(),
+                offset,
+            },
+        );
+        *resumed += 1;
+        stream = src
+            .blob_get_resumed(src_repo, digest, blob.size, checkpoint, offset)
+            .await?;
+    }
 }

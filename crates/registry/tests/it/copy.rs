@@ -268,3 +268,113 @@ fn registry_killed_mid_copy_leaves_no_half_image_and_a_retry_completes() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// Issue 6: a streamed upload that breaks mid-way continues from the registry's `Range`
+/// (re-reading the source from the last hash checkpoint before it, with a ranged `GET`)
+/// instead of restarting, on a registry that keeps upload offsets server-side.
+#[test]
+fn broken_upload_resumes_from_the_registry_range() {
+    let src_reg = plain_registry();
+    let pushed = TestImage::random("src/resume", "v1")
+        .layer_size(20 << 20)
+        .push(&HttpClient::plain(), src_reg.url())
+        .unwrap();
+    let server = crate::support::UploadServer::start(12 << 20);
+    let settings = vch_registry::HostSettings::builder(&server.addr)
+        .dangerous()
+        .plain_http(vch_registry::PlainHttp::Only)
+        .build()
+        .unwrap();
+    let dst = vch_registry::Client::builder(&server.addr)
+        .settings(settings)
+        .build()
+        .unwrap();
+    let src = plain_client(&src_reg);
+    let s = Reference::parse(&format!("{}/src/resume:v1", src_reg.addr())).unwrap();
+    let d = Reference::parse(&format!("{}/dst/resume:v1", server.addr)).unwrap();
+    let offsets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = offsets.clone();
+    let opts = CopyOptions::default()
+        .concurrency(1)
+        .progress(std::sync::Arc::new(move |e| {
+            if let vch_registry::CopyEvent::BlobResumed { offset, .. } = e {
+                seen.lock().unwrap().push(*offset);
+            }
+        }));
+    let r = runtime()
+        .block_on(copy_image(&src, &s, &dst, &d, &opts))
+        .unwrap();
+    assert_eq!(r.digest, pushed.manifest_digest);
+    assert_eq!(r.resumed, 1, "{r:?}");
+    let offsets = offsets.lock().unwrap().clone();
+    assert_eq!(offsets.len(), 1);
+    // Past the first hash checkpoint (8 MiB): the source was read again from there.
+    assert!(
+        offsets[0] > 12 << 20 && offsets[0] <= 13 << 20,
+        "resumed at {offsets:?}"
+    );
+    // Bytes up to the registry's offset were not sent again.
+    let sent = server.body_bytes.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        sent, pushed.total_bytes,
+        "every blob byte sent exactly once"
+    );
+    let layer = &pushed.layer_digests[0];
+    let blob = server.blob(layer).unwrap();
+    assert_eq!(&crate::support::sha256(&blob), layer);
+    assert!(server.has_manifest("v1"));
+}
+
+/// Distribution 2.8 cancels a session whose bytes no longer match its signed offset (an
+/// upload that broke mid-request): the copy notices the session is gone and uploads the blob
+/// afresh.
+#[test]
+fn broken_upload_on_distribution_starts_over_when_the_session_is_gone() {
+    let src_reg = plain_registry();
+    let pushed = TestImage::random("src/restart", "v1")
+        .layer_size(20 << 20)
+        .push(&HttpClient::plain(), src_reg.url())
+        .unwrap();
+    let dst_reg = plain_registry();
+    let relay = crate::support::CuttingRelay::start(&dst_reg.addr(), 12 << 20);
+    let settings = vch_registry::HostSettings::builder(&relay.addr)
+        .dangerous()
+        .plain_http(vch_registry::PlainHttp::Only)
+        .build()
+        .unwrap();
+    let dst = vch_registry::Client::builder(&relay.addr)
+        .settings(settings)
+        .build()
+        .unwrap();
+    let src = plain_client(&src_reg);
+    let s = Reference::parse(&format!("{}/src/restart:v1", src_reg.addr())).unwrap();
+    let d = Reference::parse(&format!("{}/dst/restart:v1", relay.addr)).unwrap();
+    let rt = runtime();
+    let r = rt
+        .block_on(copy_image(
+            &src,
+            &s,
+            &dst,
+            &d,
+            &CopyOptions::default().concurrency(1),
+        ))
+        .unwrap();
+    assert_eq!(relay.cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!((r.resumed, r.copied), (0, 2), "{r:?}");
+    assert_eq!(r.digest, pushed.manifest_digest);
+    // The layer went twice: the broken part, then the whole blob.
+    let sent = relay.client_bytes.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent > pushed.total_bytes + (12 << 20), "{sent}");
+    let direct = plain_client(&dst_reg);
+    rt.block_on(async {
+        let layer = Digest::parse(&pushed.layer_digests[0]).unwrap();
+        let blob = direct
+            .blob_get("dst/restart", &layer)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(layer.matches(&blob));
+    });
+}

@@ -542,3 +542,346 @@ fn proxy_conn(
     let _ = up.join();
     Ok(())
 }
+
+/// A TCP relay in front of a registry that breaks one connection: the first whose
+/// client-to-registry bytes pass `cut_after` is shut down both ways (a connection drop in
+/// the middle of an upload). Counts every byte the client sends.
+pub(crate) struct CuttingRelay {
+    pub(crate) addr: String,
+    pub(crate) client_bytes: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) cuts: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CuttingRelay {
+    pub(crate) fn start(target: &str, cut_after: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let client_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (stop2, bytes2, cuts2) = (stop.clone(), client_bytes.clone(), cuts.clone());
+        let target = target.to_owned();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let Ok(upstream) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (bytes, cuts) = (bytes2.clone(), cuts2.clone());
+                std::thread::spawn(move || relay_conn(conn, upstream, cut_after, &bytes, &cuts));
+            }
+        });
+        Self {
+            addr,
+            client_bytes,
+            cuts,
+            stop,
+        }
+    }
+}
+
+impl Drop for CuttingRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn relay_conn(
+    client: TcpStream,
+    upstream: TcpStream,
+    cut_after: u64,
+    total: &std::sync::atomic::AtomicU64,
+    cuts: &AtomicUsize,
+) {
+    use std::io::Read;
+    let (Ok(mut down_from), Ok(mut down_to)) = (upstream.try_clone(), client.try_clone()) else {
+        return;
+    };
+    let down = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut down_from, &mut down_to);
+        let _ = down_to.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut from, mut to) = (client, upstream);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut seen = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        seen += n as u64;
+        total.fetch_add(n as u64, Ordering::SeqCst);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if seen > cut_after
+            && cuts
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            let _ = from.shutdown(std::net::Shutdown::Both);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    let _ = down.join();
+}
+
+/// A registry that keeps upload offsets on the server (as registries with server-side upload
+/// state do, unlike Distribution's signed `_state`) and breaks one upload on purpose: the first
+/// blob `PUT` that has sent more than `cut_after` body bytes has its connection dropped, the
+/// bytes received so far kept. `GET` on a session answers its `Range`; a closing `PUT` may
+/// carry the final chunk with `Content-Range` (it must start where the session is). Blobs are
+/// verified against `?digest=`. One request per connection.
+pub(crate) struct UploadServer {
+    pub(crate) addr: String,
+    /// Blob body bytes received by every `PUT`.
+    pub(crate) body_bytes: Arc<std::sync::atomic::AtomicU64>,
+    state: Arc<UploadState>,
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct UploadState {
+    uploads: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    blobs: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    manifests: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    next_id: AtomicUsize,
+    cut: AtomicBool,
+}
+
+impl UploadServer {
+    pub(crate) fn start(cut_after: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let body_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let state = Arc::new(UploadState::default());
+        let (stop2, bytes2, state2) = (stop.clone(), body_bytes.clone(), state.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (bytes, state) = (bytes2.clone(), state2.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_upload(conn, &state, &bytes, cut_after);
+                });
+            }
+        });
+        Self {
+            addr,
+            body_bytes,
+            state,
+            stop,
+        }
+    }
+
+    /// The blob stored under `digest`.
+    pub(crate) fn blob(&self, digest: &str) -> Option<Vec<u8>> {
+        self.state.blobs.lock().unwrap().get(digest).cloned()
+    }
+
+    /// Whether a manifest was pushed under `reference`.
+    pub(crate) fn has_manifest(&self, reference: &str) -> bool {
+        self.state.manifests.lock().unwrap().contains_key(reference)
+    }
+}
+
+impl Drop for UploadServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn serve_upload(
+    conn: TcpStream,
+    state: &UploadState,
+    body_bytes: &std::sync::atomic::AtomicU64,
+    cut_after: u64,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let len: u64 = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut out = conn;
+    let respond = |out: &mut TcpStream, status: &str, extra: &str, body: &[u8]| {
+        out.write_all(
+            format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )?;
+        out.write_all(body)
+    };
+    let upload_id = path
+        .split_once("/blobs/uploads/")
+        .map(|(_, id)| id.to_owned())
+        .filter(|id| !id.is_empty());
+    match (method.as_str(), upload_id) {
+        ("GET", _) if path == "/v2/" => respond(&mut out, "200 OK", "", b"{}"),
+        ("POST", None) if path.ends_with("/blobs/uploads/") => {
+            let id = format!("u{}", state.next_id.fetch_add(1, Ordering::SeqCst));
+            state.uploads.lock().unwrap().insert(id.clone(), Vec::new());
+            respond(
+                &mut out,
+                "202 Accepted",
+                &format!("Location: {path}{id}\r\n"),
+                b"",
+            )
+        }
+        ("GET", Some(id)) => {
+            let Some(n) = state.uploads.lock().unwrap().get(&id).map(Vec::len) else {
+                return respond(
+                    &mut out,
+                    "404 Not Found",
+                    "",
+                    br#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"gone"}]}"#,
+                );
+            };
+            let range = if n == 0 {
+                "0-0".to_owned()
+            } else {
+                format!("0-{}", n - 1)
+            };
+            respond(
+                &mut out,
+                "204 No Content",
+                &format!("Location: {path}\r\nRange: {range}\r\n"),
+                b"",
+            )
+        }
+        ("PUT", Some(id)) => {
+            let digest = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("digest="))
+                .unwrap_or_default()
+                .replace("%3A", ":");
+            let have = match state.uploads.lock().unwrap().get(&id) {
+                Some(b) => b.len() as u64,
+                None => return respond(&mut out, "404 Not Found", "", b""),
+            };
+            if let Some(r) = header("content-range") {
+                let start: u64 = r
+                    .split('-')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(u64::MAX);
+                if start != have {
+                    return respond(&mut out, "416 Range Not Satisfiable", "", b"");
+                }
+            }
+            let mut left = len;
+            let mut got = 0u64;
+            let mut buf = vec![0u8; 64 << 10];
+            while left > 0 {
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let n = reader.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Ok(());
+                }
+                left -= n as u64;
+                got += n as u64;
+                body_bytes.fetch_add(n as u64, Ordering::SeqCst);
+                if let Some(b) = state.uploads.lock().unwrap().get_mut(&id) {
+                    b.extend_from_slice(&buf[..n]);
+                }
+                if got > cut_after && !state.cut.swap(true, Ordering::SeqCst) {
+                    // The deliberate failure: the connection drops mid-body.
+                    let _ = out.shutdown(std::net::Shutdown::Both);
+                    return Ok(());
+                }
+            }
+            let data = state
+                .uploads
+                .lock()
+                .unwrap()
+                .remove(&id)
+                .unwrap_or_default();
+            if crate::support::sha256(&data) != digest {
+                return respond(
+                    &mut out,
+                    "400 Bad Request",
+                    "",
+                    br#"{"errors":[{"code":"DIGEST_INVALID","message":"digest"}]}"#,
+                );
+            }
+            state.blobs.lock().unwrap().insert(digest.clone(), data);
+            respond(
+                &mut out,
+                "201 Created",
+                &format!("Docker-Content-Digest: {digest}\r\n"),
+                b"",
+            )
+        }
+        ("HEAD", None) if path.contains("/blobs/") => {
+            let digest = path.rsplit('/').next().unwrap_or_default();
+            match state.blobs.lock().unwrap().get(digest) {
+                Some(b) => out.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        b.len()
+                    )
+                    .as_bytes(),
+                ),
+                None => respond(&mut out, "404 Not Found", "", b""),
+            }
+        }
+        ("PUT", None) if path.contains("/manifests/") => {
+            let mut body = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            reader.read_exact(&mut body)?;
+            let reference = path.rsplit('/').next().unwrap_or_default().to_owned();
+            let digest = crate::support::sha256(&body);
+            state.manifests.lock().unwrap().insert(reference, body);
+            respond(
+                &mut out,
+                "201 Created",
+                &format!("Docker-Content-Digest: {digest}\r\n"),
+                b"",
+            )
+        }
+        _ => respond(
+            &mut out,
+            "404 Not Found",
+            "",
+            br#"{"errors":[{"code":"NAME_UNKNOWN","message":"no"}]}"#,
+        ),
+    }
+}
+
+/// `sha256:<hex>` of `data`.
+pub(crate) fn sha256(data: &[u8]) -> String {
+    vch_registry::Digest::sha256(data).to_string()
+}
