@@ -102,6 +102,14 @@ fn parse_ipv6(text: &str) -> Result<IpAddr, String> {
 /// disagree on what such text means, so it could name a different address than it seems to.
 pub(crate) fn parse_name_or_ipv4(text: &str) -> Result<Host, String> {
     let name = text.strip_suffix('.').unwrap_or(text);
+    match plain_name(name) {
+        Some(host) => Ok(host),
+        None => parse_any_name_or_ipv4(name),
+    }
+}
+
+/// [`parse_name_or_ipv4`] for every input (after the trailing dot is gone), naming what is wrong.
+fn parse_any_name_or_ipv4(name: &str) -> Result<Host, String> {
     if name.is_empty() {
         return Err("empty host".to_owned());
     }
@@ -127,6 +135,38 @@ pub(crate) fn parse_name_or_ipv4(text: &str) -> Result<Host, String> {
         ));
     }
     Ok(Host::Name(name.to_ascii_lowercase().into_boxed_str()))
+}
+
+/// The common case in one pass: a valid lower-case name whose last label is not numeric. Anything
+/// else (upper case, IPv4, errors) returns `None` for the general path, which names the fault.
+fn plain_name(name: &str) -> Option<Host> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > 253 {
+        return None;
+    }
+    let mut label_start = 0;
+    let mut label_numeric = true;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'a'..=b'z' | b'-' => label_numeric = false,
+            b'0'..=b'9' => {}
+            b'.' => {
+                if !label_ok(&bytes[label_start..i]) {
+                    return None;
+                }
+                label_start = i + 1;
+                label_numeric = true;
+            }
+            _ => return None,
+        }
+    }
+    (label_ok(&bytes[label_start..]) && !label_numeric).then(|| Host::Name(name.into()))
+}
+
+/// A label of 1 to 63 letters, digits and inner hyphens (its bytes are already known to be valid).
+fn label_ok(label: &[u8]) -> bool {
+    matches!(label, [first, .., last] | [first @ last] if *first != b'-' && *last != b'-')
+        && label.len() <= 63
 }
 
 fn validate_label(label: &str) -> Result<(), String> {
@@ -199,7 +239,19 @@ pub struct Registry {
     host: Host,
     port: Option<u16>,
     hub: bool,
-    text: Box<str>,
+    text: RegistryText,
+}
+
+/// A registry's canonical text, allocated only when it differs from the host name (deciding
+/// parses a registry per request; most are a bare name or Hub).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RegistryText {
+    /// `docker.io`.
+    Hub,
+    /// The host name itself.
+    HostName,
+    /// `host:port`, or an IP address.
+    Owned(Box<str>),
 }
 
 impl Registry {
@@ -208,19 +260,17 @@ impl Registry {
     /// A Hub alias on the default port is Docker Hub, shown as `docker.io`.
     pub fn new(host: Host, port: Option<u16>) -> Self {
         let hub = host.is_hub_alias() && port.unwrap_or(DEFAULT_PORT) == DEFAULT_PORT;
-        let text = if hub {
-            "docker.io".to_owned()
-        } else {
-            match port {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_string(),
-            }
+        let text = match (&host, port) {
+            _ if hub => RegistryText::Hub,
+            (Host::Name(_), None) => RegistryText::HostName,
+            (_, Some(port)) => RegistryText::Owned(format!("{host}:{port}").into_boxed_str()),
+            (Host::Ip(_), None) => RegistryText::Owned(host.to_string().into_boxed_str()),
         };
         Registry {
             host,
             port,
             hub,
-            text: text.into_boxed_str(),
+            text,
         }
     }
 
@@ -279,13 +329,19 @@ impl Registry {
 
     /// The canonical text: `docker.io` for Hub, else `host[:port]` with the host normalised.
     pub fn as_str(&self) -> &str {
-        &self.text
+        match (&self.text, &self.host) {
+            (RegistryText::Hub, _) => "docker.io",
+            (RegistryText::HostName, Host::Name(name)) => name,
+            (RegistryText::Owned(text), _) => text,
+            // `new` pairs `HostName` with a name only.
+            (RegistryText::HostName, Host::Ip(_)) => "",
+        }
     }
 }
 
 impl fmt::Display for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 
@@ -352,6 +408,15 @@ mod tests {
             &"a".repeat(64),
         ] {
             assert!(Host::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_the_general_one(name in "[a-zA-Z0-9.-]{0,70}|[a-z0-9-]{60,66}") {
+            if let Some(fast) = plain_name(&name) {
+                proptest::prop_assert_eq!(Ok(fast), parse_any_name_or_ipv4(&name));
+            }
         }
     }
 

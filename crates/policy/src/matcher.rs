@@ -5,7 +5,7 @@
 //! | exact name | hash map name → entries | one probe |
 //! | exact IP | hash map address → entries | one probe |
 //! | `*.suffix` | hash map suffix → entries | one probe per `.` in the name |
-//! | CIDR | one hash map per prefix length present, per family | one probe per length present (≤ 33 / 129) |
+//! | CIDR | one hash map per prefix length present, per family | one probe per length present (≤ 33 / 129); for IPv4 with many lengths, only the lengths with a range in the query's /16 |
 //! | Hub alias, or wildcard covering one | a list, consulted for Hub references only | its length (≤ entries naming Hub) |
 //! | `*` | a list | its length |
 //!
@@ -66,6 +66,9 @@ pub(crate) struct Matcher {
     ips: Map<IpAddr>,
     wildcards: Map<Box<str>>,
     v4: Vec<(u8, Map<u32>)>,
+    /// For each IPv4 /16, a bit per `v4` table that has a range overlapping it; built when there
+    /// are enough tables that probing each one costs more than this lookup.
+    v4_by_16: Option<Box<[u64]>>,
     v6: Vec<(u8, Map<u128>)>,
     hub: Vec<u32>,
     any: Vec<u32>,
@@ -112,6 +115,7 @@ impl Matcher {
         // Longest prefixes first, so the first hit per family is the most specific range.
         m.v4.sort_by_key(|t| std::cmp::Reverse(t.0));
         m.v6.sort_by_key(|t| std::cmp::Reverse(t.0));
+        m.v4_by_16 = index_v4_by_16(&m.v4);
         m.entries = entries;
         m
     }
@@ -199,11 +203,21 @@ impl Matcher {
                 match ip {
                     IpAddr::V4(v4) => {
                         let bits = u32::from(*v4);
-                        for (len, map) in &self.v4 {
+                        let mut probe = |(len, map): &(u8, Map<u32>)| {
                             let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
                             if let Some(ids) = map.get(&(bits & mask)) {
                                 consider(ids);
                             }
+                        };
+                        match &self.v4_by_16 {
+                            Some(index) => {
+                                let mut tables = index[(bits >> 16) as usize];
+                                while tables != 0 {
+                                    probe(&self.v4[tables.trailing_zeros() as usize]);
+                                    tables &= tables - 1;
+                                }
+                            }
+                            None => self.v4.iter().for_each(probe),
                         }
                     }
                     IpAddr::V6(v6) => {
@@ -243,6 +257,28 @@ impl Matcher {
     pub(crate) fn merge(&self, a: Found, b: Found) -> Found {
         a.merge(b, &self.ranks)
     }
+}
+
+/// Below this many IPv4 prefix lengths, probing every table is cheaper than the /16 index.
+const V4_INDEX_MIN_TABLES: usize = 4;
+
+/// Builds the /16 index of the IPv4 tables (at most 33, so a table is a bit of a `u64`).
+fn index_v4_by_16(tables: &[(u8, Map<u32>)]) -> Option<Box<[u64]>> {
+    if tables.len() < V4_INDEX_MIN_TABLES {
+        return None;
+    }
+    let mut index = vec![0u64; 1 << 16].into_boxed_slice();
+    for (bit, (len, map)) in tables.iter().enumerate() {
+        for &network in map.keys() {
+            // A range of /16 or longer lies in one /16; a shorter one spans 2^(16 - len) of them.
+            let first = (network >> 16) as usize;
+            let span = 1usize << 16u8.saturating_sub(*len);
+            for slot in &mut index[first..first + span] {
+                *slot |= 1 << bit;
+            }
+        }
+    }
+    Some(index)
 }
 
 fn table<K>(tables: &mut Vec<(u8, Map<K>)>, len: u8) -> &mut Map<K> {

@@ -28,14 +28,20 @@ const TAG_LENGTH_MAX: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageRef {
     registry: Registry,
-    /// The registry as written in the reference (`docker.io` for Hub names without one).
-    domain: Box<str>,
-    path: Box<str>,
-    /// The path used for namespace matching: Hub single names get `library/` (a reference such as
-    /// `registry-1.docker.io/busybox` keeps `busybox` as its Docker path).
+    /// The normalised reference as Docker prints it, `domain/path[:tag][@digest]`, in one
+    /// allocation (parsing is on the proxy's per-request path). The domain is as written in the
+    /// reference (`docker.io` for Hub names without one).
+    text: Box<str>,
+    /// Where the path starts in `text` (after the domain's `/`).
+    path_start: usize,
+    /// Where the path ends: the `:` of the tag, the `@` of the digest, or the end.
+    path_end: usize,
+    /// Where the tag ends (`path_end` when there is none): the `@` of the digest, or the end.
+    tag_end: usize,
+    /// The path used for namespace matching, when it differs from the path: Hub single names get
+    /// `library/` (a reference such as `registry-1.docker.io/busybox` keeps `busybox` as its
+    /// Docker path).
     match_path: Option<Box<str>>,
-    tag: Option<Box<str>>,
-    digest: Option<Box<str>>,
 }
 
 impl ImageRef {
@@ -51,41 +57,44 @@ impl ImageRef {
 
     /// The repository path inside the registry, as Docker sends it (`library/busybox`).
     pub fn path(&self) -> &str {
-        &self.path
+        &self.text[self.path_start..self.path_end]
     }
 
     /// The path that namespace entries are matched against: the repository path, with `library/`
     /// before single Hub names even when the registry is spelled `registry-1.docker.io`.
     pub fn match_path(&self) -> &str {
-        self.match_path.as_deref().unwrap_or(&self.path)
+        self.match_path.as_deref().unwrap_or_else(|| self.path())
     }
 
     /// The tag (`latest` when neither tag nor digest was given), absent for digest references.
     pub fn tag(&self) -> Option<&str> {
-        self.tag.as_deref()
+        (self.tag_end > self.path_end).then(|| &self.text[self.path_end + 1..self.tag_end])
     }
 
     /// The digest (`sha256:…`), if given.
     pub fn digest(&self) -> Option<&str> {
-        self.digest.as_deref()
+        (self.text.len() > self.tag_end).then(|| &self.text[self.tag_end + 1..])
     }
 
     /// The repository name with its registry, as Docker prints it (`docker.io/library/busybox`).
     pub fn name(&self) -> String {
-        format!("{}/{}", self.domain, self.path)
+        self.name_str().to_owned()
+    }
+
+    /// The repository name with its registry, borrowed: [`ImageRef::name`] without allocating.
+    pub fn name_str(&self) -> &str {
+        &self.text[..self.path_end]
+    }
+
+    /// The whole normalised reference, as [`Display`](fmt::Display) prints it.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.domain, self.path)?;
-        if let Some(tag) = &self.tag {
-            write!(f, ":{tag}")?;
-        }
-        if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
-        }
-        Ok(())
+        f.write_str(&self.text)
     }
 }
 
@@ -105,21 +114,28 @@ fn parse(reference: &str) -> Result<ImageRef, Error> {
     if reference.len() == 64 && reference.bytes().all(is_lower_hex) {
         return Err(err("cannot specify 64-byte hexadecimal strings"));
     }
-    let (domain, remainder) = split_docker_domain(reference);
-    let remainder: &str = &remainder;
+    let DockerDomain {
+        domain,
+        library,
+        remainder,
+    } = split_docker_domain(reference);
 
     // Docker checks lower case on everything before the first `:` of the remainder.
-    let remote_name = remainder.split(':').next().unwrap_or(remainder);
-    if remote_name.bytes().any(|b| b.is_ascii_uppercase()) {
+    let bytes = remainder.as_bytes();
+    let first_colon = find(bytes, b':');
+    if bytes[..first_colon.unwrap_or(bytes.len())]
+        .iter()
+        .any(u8::is_ascii_uppercase)
+    {
         return Err(err("repository name must be lowercase"));
     }
 
-    let (name_and_tag, digest) = match remainder.split_once('@') {
-        Some((left, digest)) => (left, Some(digest)),
+    let (name_and_tag, digest) = match find(bytes, b'@') {
+        Some(at) => (&remainder[..at], Some(&remainder[at + 1..])),
         None => (remainder, None),
     };
-    let (path, tag) = match name_and_tag.split_once(':') {
-        Some((path, tag)) => (path, Some(tag)),
+    let (path, tag) = match first_colon.filter(|&c| c < name_and_tag.len()) {
+        Some(colon) => (&name_and_tag[..colon], Some(&name_and_tag[colon + 1..])),
         None => (name_and_tag, None),
     };
     validate_path(path).map_err(|reason| err(&reason))?;
@@ -130,36 +146,74 @@ fn parse(reference: &str) -> Result<ImageRef, Error> {
         validate_digest(digest).map_err(|reason| err(&reason))?;
     }
     let registry = parse_domain(domain).map_err(|reason| err(&reason))?;
-    if domain.len() + 1 + path.len() > NAME_TOTAL_LENGTH_MAX {
+    let library = if library { LIBRARY.len() } else { 0 };
+    if domain.len() + 1 + library + path.len() > NAME_TOTAL_LENGTH_MAX {
         return Err(err("repository name must not be more than 255 characters"));
     }
 
-    let match_path = (registry.is_docker_hub() && !path.contains('/'))
-        .then(|| format!("library/{path}").into_boxed_str());
+    let match_path =
+        (registry.is_docker_hub() && library == 0 && find(path.as_bytes(), b'/').is_none())
+            .then(|| format!("{LIBRARY}{path}").into_boxed_str());
+    // A digest replaces the tag (Docker pulls by digest then); no tag means `latest`.
     let tag = match (tag, digest) {
         (_, Some(_)) => None,
         (Some(tag), None) => Some(tag),
         (None, None) => Some("latest"),
     };
+
+    let len = domain.len()
+        + 1
+        + library
+        + path.len()
+        + tag.map_or(0, |t| 1 + t.len())
+        + digest.map_or(0, |d| 1 + d.len());
+    let mut text = String::with_capacity(len);
+    text.push_str(domain);
+    text.push('/');
+    let path_start = text.len();
+    text.push_str(&LIBRARY[..library]);
+    text.push_str(path);
+    let path_end = text.len();
+    if let Some(tag) = tag {
+        text.push(':');
+        text.push_str(tag);
+    }
+    let tag_end = text.len();
+    if let Some(digest) = digest {
+        text.push('@');
+        text.push_str(digest);
+    }
     Ok(ImageRef {
         registry,
-        domain: domain.into(),
-        path: path.into(),
+        text: text.into_boxed_str(),
+        path_start,
+        path_end,
+        tag_end,
         match_path,
-        tag: tag.map(Into::into),
-        digest: digest.map(Into::into),
     })
 }
 
-/// Docker's `splitDockerDomain`, returning (domain, remainder) with `library/` added for Hub.
-fn split_docker_domain(name: &str) -> (&str, std::borrow::Cow<'_, str>) {
-    let (domain, remainder) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+const LIBRARY: &str = "library/";
+
+/// The result of Docker's `splitDockerDomain`: the domain, and the remainder, which takes a
+/// `library/` prefix when `library` is set (single Hub names).
+struct DockerDomain<'a> {
+    domain: &'a str,
+    library: bool,
+    remainder: &'a str,
+}
+
+/// Docker's `splitDockerDomain`, without allocating: the `library/` that Docker prepends to
+/// single Hub names is reported as a flag.
+fn split_docker_domain(name: &str) -> DockerDomain<'_> {
+    let (domain, remainder) = match find(name.as_bytes(), b'/') {
+        Some(slash)
+            if name.as_bytes()[..slash]
+                .iter()
+                .any(|&b| b == b'.' || b == b':' || b.is_ascii_uppercase())
+                || &name[..slash] == "localhost" =>
         {
-            (first, rest)
+            (&name[..slash], &name[slash + 1..])
         }
         _ => ("docker.io", name),
     };
@@ -168,10 +222,10 @@ fn split_docker_domain(name: &str) -> (&str, std::borrow::Cow<'_, str>) {
     } else {
         domain
     };
-    if domain == "docker.io" && !remainder.contains('/') {
-        (domain, format!("library/{remainder}").into())
-    } else {
-        (domain, remainder.into())
+    DockerDomain {
+        domain,
+        library: domain == "docker.io" && find(remainder.as_bytes(), b'/').is_none(),
+        remainder,
     }
 }
 
@@ -192,8 +246,8 @@ fn parse_domain(domain: &str) -> Result<Registry, String> {
             },
         }
     } else {
-        match domain.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
+        match find(domain.as_bytes(), b':') {
+            Some(colon) => (&domain[..colon], Some(&domain[colon + 1..])),
             None => (domain, None),
         }
     };
@@ -213,6 +267,14 @@ fn parse_domain(domain: &str) -> Result<Registry, String> {
 /// `path-component ('/' path-component)*` with `[a-z0-9]+ (separator [a-z0-9]+)*` components and
 /// separators `.`, `_`, `__` or one or more `-`.
 pub(crate) fn validate_path(path: &str) -> Result<(), String> {
+    if is_valid_path(path.as_bytes()) {
+        return Ok(());
+    }
+    path_fault(path)
+}
+
+/// The path grammar component by component, naming the first fault.
+fn path_fault(path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("repository name is empty".to_owned());
     }
@@ -220,6 +282,39 @@ pub(crate) fn validate_path(path: &str) -> Result<(), String> {
         validate_path_component(component)?;
     }
     Ok(())
+}
+
+/// The path grammar in one pass over the bytes; [`validate_path`] names the fault when it fails.
+fn is_valid_path(path: &[u8]) -> bool {
+    /// What the previous byte was.
+    #[derive(Clone, Copy, PartialEq)]
+    enum After {
+        /// The start of a component (or of the path).
+        Start,
+        Alnum,
+        Dot,
+        Underscore,
+        TwoUnderscores,
+        Dashes,
+    }
+    let mut after = After::Start;
+    for &b in path {
+        after = match (b, after) {
+            (b'a'..=b'z' | b'0'..=b'9', _) => After::Alnum,
+            (b'/', After::Alnum) => After::Start,
+            (b'.', After::Alnum) => After::Dot,
+            (b'_', After::Alnum) => After::Underscore,
+            (b'_', After::Underscore) => After::TwoUnderscores,
+            (b'-', After::Alnum | After::Dashes) => After::Dashes,
+            _ => return false,
+        };
+    }
+    after == After::Alnum
+}
+
+/// The first index of `byte`: a plain loop, cheaper than a `memchr` set-up on strings this short.
+fn find(bytes: &[u8], byte: u8) -> Option<usize> {
+    bytes.iter().position(|&b| b == byte)
 }
 
 fn validate_path_component(component: &str) -> Result<(), String> {
@@ -481,6 +576,13 @@ mod tests {
                 ImageRef::parse(&input).is_err(),
                 "{input:?} should be refused"
             );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_path_check_agrees_with_the_grammar(path in "[a-z0-9._/A-]{0,24}") {
+            proptest::prop_assert_eq!(is_valid_path(path.as_bytes()), path_fault(&path).is_ok());
         }
     }
 

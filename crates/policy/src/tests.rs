@@ -766,6 +766,38 @@ proptest! {
         }
     }
 
+    /// Many IPv4 prefix lengths (the matcher then probes only those with a range in the query's
+    /// /16), with queries inside, beside and between the ranges.
+    #[test]
+    fn ipv4_ranges_of_many_lengths_agree_with_oracle(
+        ranges in proptest::collection::vec((0u32..64, 0u8..=32, proptest::bool::ANY), 4..40),
+        queries in proptest::collection::vec((0usize..40, 0u32..1 << 20), 1..32),
+    ) {
+        // Networks in a few /8s so that queries often land inside them.
+        let net = |i: u32| (10 + (i % 4)) << 24 | (i * 0x0001_3579) & 0x00ff_ffff;
+        let mut b = PolicyBuilder::new();
+        let (mut wl, mut insecure) = (Vec::new(), Vec::new());
+        for &(i, len, secure) in &ranges {
+            let e = Entry::parse(&format!("{}/{len}", std::net::Ipv4Addr::from(net(i)))).unwrap();
+            if secure { wl.push(e) } else { insecure.push(e) }
+        }
+        wl.iter().cloned().for_each(|e| { b.whitelist_entry(e); });
+        insecure.iter().cloned().for_each(|e| { b.insecure_entry(e); });
+        b.whitelist_entry(Entry::parse("reg.example.com").unwrap());
+        wl.push(Entry::parse("reg.example.com").unwrap());
+        let p = b.build().unwrap();
+        let oracle = LinearPolicy::new(&wl, &insecure);
+        for (i, offset) in queries {
+            let base = net(ranges[i % ranges.len()].0);
+            let ip = std::net::Ipv4Addr::from(base.wrapping_add(offset).wrapping_sub(1 << 19));
+            let image = ImageRef::parse(&format!("{ip}/app")).unwrap();
+            let (d, o) = (p.decide(&image), oracle.decide(&image));
+            prop_assert_eq!(o.allowed, d.is_allowed(), "{}", ip);
+            prop_assert_eq!(o.transport, d.transport(), "{}", ip);
+            prop_assert_eq!(o.entry.map(|(e, _)| e), d.entry().map(|e| e.to_string()), "{}", ip);
+        }
+    }
+
     #[test]
     fn narrowing_never_widens(
         base in proptest::collection::vec(entry_strategy(), 0..6),

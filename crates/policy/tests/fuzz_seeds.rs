@@ -6,8 +6,8 @@
 //! committed files match the tables. Every file in a seed directory is replayed, so a reproducer minimised
 //! from a fuzzer crash and saved there (`cargo fuzz tmin`) becomes a regression test.
 //!
-//! Needs the `oracle` feature (the differential check compares against the linear oracle); a
-//! workspace-wide `cargo test` turns it on through `vch-benches`.
+//! Needs the `oracle` feature (the differential check compares against the linear oracle), which
+//! the crate's dev-dependency on itself turns on for every `cargo test`.
 #![cfg(feature = "oracle")]
 
 use std::fs;
