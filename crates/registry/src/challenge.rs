@@ -245,8 +245,11 @@ pub fn parse_link_next(value: &str) -> Option<String> {
                     .split_ascii_whitespace()
                     .any(|r| r.eq_ignore_ascii_case("next"))
         });
-        if is_next {
-            return Some(target.trim().to_owned());
+        // A target with a `<` in it (`< <b>`) or an empty one is malformed, not a URL to
+        // follow (fuzz finding, seed crash-3e0979b3…); later links may still be good.
+        let target = target.trim();
+        if is_next && !target.is_empty() && !target.contains('<') {
+            return Some(target.to_owned());
         }
         rest = params_start.get(end..)?;
         if rest.is_empty() {

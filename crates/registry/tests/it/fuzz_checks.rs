@@ -27,14 +27,20 @@ pub(crate) fn www_authenticate(data: &[u8]) {
     }
 }
 
-/// `Link` parsing never panics, and a `next` target is text between `<` and `>` of the input.
+/// `Link` parsing never panics, and a `next` target is non-empty text of the input, trimmed,
+/// without `<` or `>`, after a `<`.
 pub(crate) fn link_header(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     if let Some(next) = vch_registry::parse_link_next(text) {
-        assert!(!next.contains('>'));
-        assert!(text.contains(&format!("<{next}>")));
+        assert!(!next.is_empty());
+        assert!(!next.contains('>') && !next.contains('<'), "{next:?}");
+        assert_eq!(next.trim(), next);
+        let at = text
+            .find(next.as_str())
+            .expect("the target is in the input");
+        assert!(text[..at].contains('<'), "{next:?} in {text:?}");
     }
 }
 
