@@ -185,10 +185,16 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditLayer {
         }
         let mut record = Record(None);
         event.record(&mut record);
-        if let Some(line) = record.0 {
+        if let Some(mut line) = record.0 {
+            // One write per line: the file is unbuffered, and `writeln!` would make two.
+            line.push('\n');
             let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
             // An audit line that cannot be written is reported once per line on stderr.
-            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            if out
+                .write_all(line.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
                 eprintln!("vch-admin: cannot write the audit log");
             }
         }

@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::{Method, Uri};
+
+use crate::route::ApiVersion;
 
 /// The `tracing` target of audit events.
 pub const AUDIT_TARGET: &str = "vch_audit";
@@ -27,15 +30,42 @@ pub struct Peer {
     pub fingerprint: Option<String>,
 }
 
+impl Peer {
+    /// The connection's part of every record (`"peer":…,"client_subject":…,"client_sha256":…`),
+    /// formatted once per connection.
+    pub(crate) fn json_fields(&self) -> Arc<str> {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(160);
+        out.push_str("\"peer\":");
+        match self.addr {
+            // A socket address has nothing to escape.
+            Some(addr) => {
+                let _ = write!(out, "\"{addr}\"");
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"client_subject\":");
+        push_opt_json_str(&mut out, self.subject.as_deref());
+        out.push_str(",\"client_sha256\":");
+        push_opt_json_str(&mut out, self.fingerprint.as_deref());
+        out.into()
+    }
+}
+
 /// One request's audit record, shared by the parts of the exchange that count bytes.
+///
+/// Making one costs no allocation beyond its `Arc`: the method and URI are cheap clones of what
+/// hyper parsed, and the JSON line is written only when a subscriber wants audit events.
 #[derive(Debug)]
 pub(crate) struct Audit {
     started: Instant,
     time: SystemTime,
-    peer: Arc<Peer>,
-    method: String,
-    path: String,
-    version: Mutex<Option<String>>,
+    /// [`Peer::json_fields`] of the connection.
+    peer: Arc<str>,
+    method: Method,
+    uri: Uri,
+    /// `major << 16 | minor`, 0 before routing.
+    version: AtomicU32,
     status: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -43,14 +73,14 @@ pub(crate) struct Audit {
 }
 
 impl Audit {
-    pub(crate) fn new(peer: Arc<Peer>, method: &str, path: &str) -> Arc<Self> {
+    pub(crate) fn new(peer: Arc<str>, method: &Method, uri: &Uri) -> Arc<Self> {
         Arc::new(Audit {
             started: Instant::now(),
             time: SystemTime::now(),
             peer,
-            method: method.to_owned(),
-            path: path.to_owned(),
-            version: Mutex::new(None),
+            method: method.clone(),
+            uri: uri.clone(),
+            version: AtomicU32::new(0),
             status: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -58,8 +88,9 @@ impl Audit {
         })
     }
 
-    pub(crate) fn set_version(&self, version: String) {
-        *lock(&self.version) = Some(version);
+    pub(crate) fn set_version(&self, version: ApiVersion) {
+        let packed = (u32::from(version.major) << 16) | u32::from(version.minor);
+        self.version.store(packed, Ordering::Relaxed);
     }
 
     pub(crate) fn set_status(&self, status: u16) {
@@ -79,27 +110,118 @@ impl Audit {
         self.bytes_out.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Writes the record. Called once, when the last holder of the exchange lets go.
+    /// Writes the record. Called once, when the last holder of the exchange lets go; the line is
+    /// only built when some subscriber listens to [`AUDIT_TARGET`].
     fn emit(&self) {
-        let policy = lock(&self.policy).clone();
-        let record = serde_json::json!({
-            "time": rfc3339(self.time),
-            "peer": self.peer.addr.map(|a| a.to_string()),
-            "client_subject": self.peer.subject,
-            "client_sha256": self.peer.fingerprint,
-            "method": self.method,
-            "path": self.path,
-            "api_version": *lock(&self.version),
-            "status": self.status.load(Ordering::Relaxed),
-            "bytes_in": self.bytes_in.load(Ordering::Relaxed),
-            "bytes_out": self.bytes_out.load(Ordering::Relaxed),
-            "duration_ms": self.started.elapsed().as_secs_f64() * 1000.0,
-            "image": policy.as_ref().map(|p| p.0.clone()),
-            "allowed": policy.as_ref().map(|p| p.1),
-            "decision": policy.as_ref().map(|p| p.2.clone()),
-        });
-        tracing::info!(target: AUDIT_TARGET, record = %record);
+        if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
+            return;
+        }
+        let mut line = String::with_capacity(320);
+        self.write_json(&mut line);
+        tracing::info!(target: AUDIT_TARGET, record = %line);
     }
+
+    /// The record as one JSON object, written by hand: it is on every request's path, and
+    /// building a `serde_json::Value` map cost more than forwarding the request.
+    fn write_json(&self, out: &mut String) {
+        out.push_str("{\"time\":\"");
+        push_rfc3339(out, self.time);
+        out.push_str("\",");
+        out.push_str(&self.peer);
+        out.push_str(",\"method\":");
+        push_json_str(out, self.method.as_str());
+        out.push_str(",\"path\":");
+        push_json_str(out, self.uri.path_and_query().map_or("/", |p| p.as_str()));
+        out.push_str(",\"api_version\":");
+        match self.version.load(Ordering::Relaxed) {
+            0 => out.push_str("null"),
+            v => {
+                out.push('"');
+                push_u64(out, u64::from(v >> 16), 1);
+                out.push('.');
+                push_u64(out, u64::from(v & 0xffff), 1);
+                out.push('"');
+            }
+        }
+        out.push_str(",\"status\":");
+        push_u64(out, self.status.load(Ordering::Relaxed), 1);
+        out.push_str(",\"bytes_in\":");
+        push_u64(out, self.bytes_in.load(Ordering::Relaxed), 1);
+        out.push_str(",\"bytes_out\":");
+        push_u64(out, self.bytes_out.load(Ordering::Relaxed), 1);
+        // Milliseconds with microsecond precision.
+        let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        out.push_str(",\"duration_ms\":");
+        push_u64(out, micros / 1000, 1);
+        out.push('.');
+        push_u64(out, micros % 1000, 3);
+        match &*lock(&self.policy) {
+            Some((image, allowed, decision)) => {
+                out.push_str(",\"image\":");
+                push_json_str(out, image);
+                out.push_str(if *allowed {
+                    ",\"allowed\":true"
+                } else {
+                    ",\"allowed\":false"
+                });
+                out.push_str(",\"decision\":");
+                push_json_str(out, decision);
+            }
+            None => out.push_str(",\"image\":null,\"allowed\":null,\"decision\":null"),
+        }
+        out.push('}');
+    }
+}
+
+fn push_opt_json_str(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => push_json_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits (at most 20).
+fn push_u64(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    while n > 0 || digits.len() - i < width.clamp(1, 20) {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends `s` as a JSON string (RFC 8259 §7: quote, backslash and control characters escaped).
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f | 0x7f => "",
+            _ => continue,
+        };
+        // Every escaped byte is ASCII, so `i` is a character boundary.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 /// Emits the record when dropped; hold it as long as the exchange lives.
@@ -183,7 +305,7 @@ where
 
 /// RFC 3339 UTC with milliseconds, without a date library: days from the epoch to a civil date
 /// (Howard Hinnant's algorithm).
-fn rfc3339(t: SystemTime) -> String {
+fn push_rfc3339(out: &mut String, t: SystemTime) {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -196,19 +318,34 @@ fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    // Every field is non-negative for times after the epoch (earlier ones were clamped to it).
+    let field = |v: i64| u64::try_from(v).unwrap_or(0);
+    push_u64(out, field(year), 4);
+    out.push('-');
+    push_u64(out, field(month), 2);
+    out.push('-');
+    push_u64(out, field(day), 2);
+    out.push('T');
+    push_u64(out, field(rem / 3600), 2);
+    out.push(':');
+    push_u64(out, field(rem % 3600 / 60), 2);
+    out.push(':');
+    push_u64(out, field(rem % 60), 2);
+    out.push('.');
+    push_u64(out, u64::from(d.subsec_millis()), 3);
+    out.push('Z');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn rfc3339(t: SystemTime) -> String {
+        let mut s = String::new();
+        push_rfc3339(&mut s, t);
+        s
+    }
 
     #[test]
     fn rfc3339_dates() {
@@ -217,5 +354,99 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn numbers() {
+        for (n, width, text) in [
+            (0, 1, "0"),
+            (7, 3, "007"),
+            (1234, 2, "1234"),
+            (u64::MAX, 1, "18446744073709551615"),
+            (5, 25, "00000000000000000005"),
+        ] {
+            let mut s = String::new();
+            push_u64(&mut s, n, width);
+            assert_eq!(s, text);
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_what_json_requires() {
+        for s in [
+            "",
+            "plain",
+            "q\"uote and back\\slash",
+            "ctl \u{0}\u{1f}\u{7f}\n\r\t end",
+            "CN=ünïcödé,O=\"x\"",
+            "\\",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s, "{out}");
+        }
+    }
+
+    #[test]
+    fn records_are_json_with_every_field() {
+        let peer = Peer {
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], 40_000))),
+            subject: Some("CN=client \"1\"".into()),
+            fingerprint: Some("ab".repeat(32)),
+        };
+        let uri: Uri = "/v1.24/images/create?fromImage=a%2Fb&tag=1"
+            .parse()
+            .unwrap();
+        let audit = Audit::new(peer.json_fields(), &Method::POST, &uri);
+        audit.set_version(ApiVersion {
+            major: 1,
+            minor: 24,
+        });
+        audit.set_status(403);
+        audit.add_in(5);
+        audit.add_out(70);
+        audit.add_out(7);
+        audit.set_decision("reg.x/a:1".into(), false, "denied: \"reg.x\"".into());
+        let mut line = String::new();
+        audit.write_json(&mut line);
+        let rec: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(rec["peer"], "127.0.0.1:40000");
+        assert_eq!(rec["client_subject"], "CN=client \"1\"");
+        assert_eq!(rec["client_sha256"], "ab".repeat(32));
+        assert_eq!(rec["method"], "POST");
+        assert_eq!(rec["path"], "/v1.24/images/create?fromImage=a%2Fb&tag=1");
+        assert_eq!(rec["api_version"], "1.24");
+        assert_eq!(rec["status"], 403);
+        assert_eq!(
+            (rec["bytes_in"].as_u64(), rec["bytes_out"].as_u64()),
+            (Some(5), Some(77))
+        );
+        assert!(rec["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
+        assert_eq!(rec["image"], "reg.x/a:1");
+        assert_eq!(rec["allowed"], false);
+        assert_eq!(rec["decision"], "denied: \"reg.x\"");
+        assert!(rec["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+        let bare = Audit::new(
+            Peer::default().json_fields(),
+            &Method::GET,
+            &Uri::from_static("/_ping"),
+        );
+        let mut line = String::new();
+        bare.write_json(&mut line);
+        let rec: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for null in [
+            "peer",
+            "client_subject",
+            "client_sha256",
+            "api_version",
+            "image",
+            "allowed",
+            "decision",
+        ] {
+            assert!(rec[null].is_null(), "{null} in {line}");
+        }
+        assert_eq!(rec["path"], "/_ping");
     }
 }

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::task::AbortHandle;
 use vch_policy::{Decision, ImageRef};
@@ -28,6 +28,9 @@ const MAX_AUTH_BODY: usize = 64 * 1024;
 /// A `/version` body is read whole to rewrite `ApiVersion`.
 const MAX_VERSION_BODY: usize = 1024 * 1024;
 
+/// The prefix of unversioned paths when forwarded: `/v` and [`API_VERSION`].
+const VERSION_PREFIX: &str = "/v1.25";
+
 /// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
@@ -42,8 +45,9 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// keep-alive requests and closed when the client goes away (so dockerd cancels what it was doing).
 pub(crate) struct Conn {
     shared: Arc<Shared>,
-    peer: Arc<Peer>,
-    upstream: tokio::sync::Mutex<Option<(SendRequest<Body>, String)>>,
+    /// The peer's part of every audit record.
+    peer: Arc<str>,
+    upstream: tokio::sync::Mutex<Option<(SendRequest<Body>, Arc<str>)>>,
     drivers: std::sync::Mutex<Vec<AbortHandle>>,
 }
 
@@ -64,7 +68,7 @@ impl Conn {
     pub(crate) fn new(shared: Arc<Shared>, peer: Peer) -> Self {
         Conn {
             shared,
-            peer: Arc::new(peer),
+            peer: peer.json_fields(),
             upstream: tokio::sync::Mutex::new(None),
             drivers: std::sync::Mutex::new(Vec::new()),
         }
@@ -76,16 +80,7 @@ impl Conn {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let settings = self.shared.settings();
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let audit = Audit::new(
-            Arc::clone(&self.peer),
-            req.method().as_str(),
-            &path_and_query,
-        );
+        let audit = Audit::new(Arc::clone(&self.peer), req.method(), req.uri());
         let guard = AuditGuard(Arc::clone(&audit));
         let (response, splice) = self.respond(&settings, req, &audit).await;
         audit.set_status(response.status().as_u16());
@@ -120,7 +115,7 @@ impl Conn {
                 return (docker_error(status, &message), None);
             }
         };
-        audit.set_version(routed.version.to_string());
+        audit.set_version(routed.version);
 
         let hijack = routed.kind == Kind::Hijack && req.headers().contains_key(header::UPGRADE);
         let client_upgrade = hijack.then(|| hyper::upgrade::on(&mut req));
@@ -138,7 +133,7 @@ impl Conn {
             },
             _ => Counted::request(incoming, Arc::clone(audit)).boxed(),
         };
-        self.forward(settings, &routed, &parts, body, client_upgrade, audit)
+        self.forward(settings, &routed, parts, body, client_upgrade, audit)
             .await
     }
 
@@ -218,35 +213,43 @@ impl Conn {
         &self,
         settings: &Settings,
         routed: &Routed,
-        parts: &hyper::http::request::Parts,
+        parts: hyper::http::request::Parts,
         body: Body,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         audit: &Arc<Audit>,
     ) -> (Response<Body>, Option<Splice>) {
-        // Unversioned paths are served as 1.25, never as the daemon's newest version.
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // The client's request head is reused: only the hop-by-hop headers go, and unversioned
+        // paths get the 1.25 prefix (they are served as 1.25, never as the daemon's newest).
+        let hyper::http::request::Parts {
+            method,
+            uri,
+            mut headers,
+            ..
+        } = parts;
         let uri = if routed.versioned {
-            path_and_query.to_owned()
+            uri
         } else {
-            format!("/v{API_VERSION}{path_and_query}")
-        };
-        let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
-        if let Some(headers) = builder.headers_mut() {
-            copy_end_to_end(&parts.headers, headers);
-            if client_upgrade.is_some()
-                && let Some(upgrade) = parts.headers.get(header::UPGRADE)
-            {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-                headers.insert(header::UPGRADE, upgrade.clone());
+            let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+            match Uri::try_from(format!("{VERSION_PREFIX}{path_and_query}")) {
+                Ok(uri) => uri,
+                Err(e) => {
+                    let message = format!("cannot forward the request: {e}");
+                    return (docker_error(StatusCode::BAD_REQUEST, &message), None);
+                }
             }
+        };
+        let upgrade = client_upgrade
+            .as_ref()
+            .and_then(|_| headers.get(header::UPGRADE).cloned());
+        strip_hop_by_hop(&mut headers, true);
+        if let Some(upgrade) = upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(header::UPGRADE, upgrade);
         }
-        let upstream_req = match builder.body(body) {
-            Ok(r) => r,
-            Err(e) => {
-                let message = format!("cannot forward the request: {e}");
-                return (docker_error(StatusCode::BAD_REQUEST, &message), None);
-            }
-        };
+        let mut upstream_req = Request::new(body);
+        *upstream_req.method_mut() = method;
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.headers_mut() = headers;
 
         let mut response = match self.send(settings, upstream_req).await {
             Ok(response) => response,
@@ -278,7 +281,7 @@ impl Conn {
         }
 
         let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers, false);
         rewrite_api_headers(&mut parts.headers);
         if routed.kind == Kind::Version && parts.status.is_success() {
             return (rewrite_version(parts, body).await, None);
@@ -292,10 +295,10 @@ impl Conn {
         settings: &Settings,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, String> {
-        let url = settings.upstream.to_string();
+        let url = settings.upstream.url();
         let mut slot = self.upstream.lock().await;
         let reusable = match slot.as_mut() {
-            Some((sender, for_url)) if *for_url == url => sender.ready().await.is_ok(),
+            Some((sender, for_url)) if **for_url == **url => sender.ready().await.is_ok(),
             _ => false,
         };
         if !reusable {
@@ -317,7 +320,7 @@ impl Conn {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(driver.abort_handle());
-            *slot = Some((sender, url.clone()));
+            *slot = Some((sender, Arc::clone(url)));
         }
         let Some((sender, _)) = slot.as_mut() else {
             return Err(format!("cannot reach the Docker engine at {url}"));
@@ -388,24 +391,42 @@ fn is_form_body(headers: &HeaderMap) -> bool {
 
 fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
-        if !HOP_BY_HOP.contains(name) && name != header::UPGRADE {
+        if !is_hop_by_hop(name) && name != header::UPGRADE {
             to.append(name.clone(), value.clone());
         }
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// Removes the hop-by-hop headers (and `Upgrade`, for requests: it is set again only for a
+/// hijack). Most heads have none, so one pass looks before any removal.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade_too: bool) {
+    let found = headers
+        .keys()
+        .any(|name| is_hop_by_hop(name) || (upgrade_too && name == header::UPGRADE));
+    if !found {
+        return;
+    }
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+    if upgrade_too {
+        headers.remove(header::UPGRADE);
+    }
 }
+
+const API_VERSION_HEADER: HeaderName = HeaderName::from_static("api-version");
+const BUILDER_VERSION_HEADER: HeaderName = HeaderName::from_static("builder-version");
 
 /// Every response says API 1.25, and the builder is the classic one (BuildKit's `/session` and
 /// `/grpc` are not in the v1.25 API).
 fn rewrite_api_headers(headers: &mut HeaderMap) {
-    headers.insert("api-version", HeaderValue::from_static("1.25"));
-    if headers.contains_key("builder-version") {
-        headers.insert("builder-version", HeaderValue::from_static("1"));
+    headers.insert(API_VERSION_HEADER, HeaderValue::from_static("1.25"));
+    if let Some(builder) = headers.get_mut(BUILDER_VERSION_HEADER) {
+        *builder = HeaderValue::from_static("1");
     }
 }
 
@@ -444,4 +465,36 @@ async fn rewrite_version(
         parts,
         Full::new(rewritten).map_err(|never| match never {}).boxed(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_prefix_is_the_api_version() {
+        assert_eq!(VERSION_PREFIX, format!("/v{API_VERSION}"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let names = |h: &HeaderMap| {
+            let mut names: Vec<String> = h.keys().map(|k| k.as_str().to_owned()).collect();
+            names.sort();
+            names
+        };
+        let mut response = headers.clone();
+        strip_hop_by_hop(&mut response, false);
+        assert_eq!(names(&response), ["content-type", "upgrade"]);
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(names(&headers), ["content-type"]);
+        // Nothing to strip: nothing changes.
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(names(&headers), ["content-type"]);
+    }
 }

@@ -15,7 +15,7 @@ use crate::io::Stream;
 #[derive(Clone)]
 pub struct Upstream {
     target: Target,
-    url: String,
+    url: Arc<str>,
 }
 
 #[derive(Clone)]
@@ -83,8 +83,13 @@ impl Upstream {
         };
         Ok(Upstream {
             target,
-            url: url.to_owned(),
+            url: url.into(),
         })
+    }
+
+    /// The URL it was parsed from.
+    pub(crate) fn url(&self) -> &Arc<str> {
+        &self.url
     }
 
     /// Opens a new connection.
