@@ -6,8 +6,9 @@
 //! - the ingest limit: the same blobs uploaded from memory by parallel monolithic uploads,
 //! - a copy into another repository of the same registry (mount).
 //!
-//! Every sample copies into a freshly started destination registry. Wall time and peak RSS
-//! come from `/usr/bin/time`. Run:
+//! Every sample copies into a freshly started destination registry. Wall time, peak RSS and
+//! the client's CPU time (user + system) come from `/usr/bin/time`; the registries' CPU time
+//! from `/proc/<pid>/stat`, to show where a copy spends the machine. Run:
 //! `cargo build --release -p regctl && REGCTL_BIN=target/release/regctl cargo bench -p vch-registry --bench copy`
 
 #![allow(
@@ -36,16 +37,37 @@ fn plain_client(reg: &Registry) -> Client {
     Client::builder(reg.addr()).settings(s).build().unwrap()
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_of(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // CLK_TCK is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs a command under /usr/bin/time (with `REGCTL_CONFIG` when given); returns (wall
-/// seconds, peak RSS KiB).
-fn timed(cmd: &str, args: &[&str], config: Option<&std::path::Path>) -> (f64, u64) {
+/// seconds, peak RSS KiB, CPU seconds).
+fn timed(cmd: &str, args: &[&str], config: Option<&std::path::Path>) -> (f64, u64, f64) {
     let mut c = Command::new("/usr/bin/time");
     if let Some(config) = config {
         c.env("REGCTL_CONFIG", config);
     }
     let out = c
         .arg("-f")
-        .arg("TIME %e %M")
+        .arg("TIME %e %M %U %S")
         .arg(cmd)
         .args(args)
         .output()
@@ -56,7 +78,13 @@ fn timed(cmd: &str, args: &[&str], config: Option<&std::path::Path>) -> (f64, u6
     let mut parts = line.split_whitespace().skip(1);
     let secs: f64 = parts.next().unwrap().parse().unwrap();
     let rss: u64 = parts.next().unwrap().parse().unwrap();
-    (secs, rss)
+    let user: f64 = parts.next().unwrap().parse().unwrap();
+    let sys: f64 = parts.next().unwrap().parse().unwrap();
+    (secs, rss, user + sys)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -66,9 +94,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Uploads the image's blobs from memory into `dst` with all uploads in parallel, then the
 /// manifest: the registry's ingest limit for this content.
-fn ingest(rt: &tokio::runtime::Runtime, blobs: &Arc<Vec<Bytes>>, pushed: &PushedImage) -> f64 {
+fn ingest(
+    rt: &tokio::runtime::Runtime,
+    blobs: &Arc<Vec<Bytes>>,
+    pushed: &PushedImage,
+) -> (f64, f64) {
     let dst = Registry::start().unwrap();
     let client = plain_client(&dst);
+    let cpu0 = cpu_of(dst.pid());
     let start = Instant::now();
     rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
@@ -94,7 +127,7 @@ fn ingest(rt: &tokio::runtime::Runtime, blobs: &Arc<Vec<Bytes>>, pushed: &Pushed
             .await
             .unwrap();
     });
-    start.elapsed().as_secs_f64()
+    (start.elapsed().as_secs_f64(), cpu_of(dst.pid()) - cpu0)
 }
 
 fn scenario(
@@ -140,17 +173,21 @@ fn scenario(
         assert!(st.success());
     };
     println!(
-        "\n## {name}: {layers} layer(s) x {} MiB = {mb:.0} MiB",
-        layer_size >> 20
+        "\n## {name}: {layers} layer(s) x {} MiB = {mb:.0} MiB (load average {})",
+        layer_size >> 20,
+        load_average()
     );
-    println!("| tool | median s | MiB/s | peak RSS MiB |");
-    println!("|---|---|---|---|");
+    println!(
+        "| tool | median s | MiB/s | peak RSS MiB | CPU s: client / source / destination (mean) |"
+    );
+    println!("|---|---|---|---|---|");
     for conc in [1usize, 2, 4, 8, 16] {
         if conc > layers + 1 && conc != 1 {
             continue;
         }
         let mut times = Vec::new();
         let mut rss = 0;
+        let (mut client_cpu, mut src_cpu, mut dst_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..SAMPLES {
             let dst = Registry::start().unwrap();
             let home = tempfile::tempdir().unwrap();
@@ -158,7 +195,8 @@ fn scenario(
             set(home.path(), &dst.addr());
             let dst_ref = format!("{}/bench/app:v1", dst.addr());
             let conc_s = conc.to_string();
-            let (t, r) = timed(
+            let (s0, d0) = (cpu_of(src.pid()), cpu_of(dst.pid()));
+            let (t, r, c) = timed(
                 regctl,
                 &[
                     "image",
@@ -170,21 +208,29 @@ fn scenario(
                 ],
                 Some(&home.path().join("regctl.json")),
             );
+            src_cpu.push(cpu_of(src.pid()) - s0);
+            dst_cpu.push(cpu_of(dst.pid()) - d0);
+            client_cpu.push(c);
             times.push(t);
             rss = rss.max(r);
         }
         let t = median(times);
         println!(
-            "| regctl --concurrency {conc} | {t:.2} | {:.0} | {:.1} |",
+            "| regctl --concurrency {conc} | {t:.2} | {:.0} | {:.1} | {:.2} / {:.2} / {:.2} |",
             mb / t,
-            rss as f64 / 1024.0
+            rss as f64 / 1024.0,
+            mean(&client_cpu),
+            mean(&src_cpu),
+            mean(&dst_cpu)
         );
     }
     let mut times = Vec::new();
     let mut rss = 0;
+    let (mut client_cpu, mut src_cpu, mut dst_cpu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..SAMPLES {
         let dst = Registry::start().unwrap();
-        let (t, r) = timed(
+        let (s0, d0) = (cpu_of(src.pid()), cpu_of(dst.pid()));
+        let (t, r, c) = timed(
             "skopeo",
             &[
                 "copy",
@@ -196,19 +242,28 @@ fn scenario(
             ],
             None,
         );
+        src_cpu.push(cpu_of(src.pid()) - s0);
+        dst_cpu.push(cpu_of(dst.pid()) - d0);
+        client_cpu.push(c);
         times.push(t);
         rss = rss.max(r);
     }
     let t = median(times);
     println!(
-        "| skopeo copy | {t:.2} | {:.0} | {:.1} |",
+        "| skopeo copy | {t:.2} | {:.0} | {:.1} | {:.2} / {:.2} / {:.2} |",
         mb / t,
-        rss as f64 / 1024.0
+        rss as f64 / 1024.0,
+        mean(&client_cpu),
+        mean(&src_cpu),
+        mean(&dst_cpu)
     );
-    let t = median((0..SAMPLES).map(|_| ingest(rt, &blobs, &pushed)).collect());
+    let runs: Vec<(f64, f64)> = (0..SAMPLES).map(|_| ingest(rt, &blobs, &pushed)).collect();
+    let t = median(runs.iter().map(|r| r.0).collect());
+    let cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
     println!(
-        "| ingest limit (parallel monolithic uploads from memory) | {t:.2} | {:.0} | - |",
-        mb / t
+        "| ingest limit (parallel monolithic uploads from memory) | {t:.2} | {:.0} | - | - / - / {:.2} |",
+        mb / t,
+        mean(&cpu)
     );
     // Same registry, another repository: mounts.
     let home = tempfile::tempdir().unwrap();
@@ -216,7 +271,7 @@ fn scenario(
     let mut times = Vec::new();
     for i in 0..SAMPLES {
         let dst_ref = format!("{}/bench/mounted{i}:v1", src.addr());
-        let (t, _) = timed(
+        let (t, _, _) = timed(
             regctl,
             &["image", "copy", &src_ref, &dst_ref],
             Some(&home.path().join("regctl.json")),
@@ -224,7 +279,7 @@ fn scenario(
         times.push(t);
     }
     println!(
-        "| regctl copy within the registry (mount) | {:.2} | - | - |",
+        "| regctl copy within the registry (mount) | {:.2} | - | - | - |",
         median(times)
     );
 }
