@@ -263,7 +263,10 @@ impl Registry {
         let text = match (&host, port) {
             _ if hub => RegistryText::Hub,
             (Host::Name(_), None) => RegistryText::HostName,
-            (_, Some(port)) => RegistryText::Owned(format!("{host}:{port}").into_boxed_str()),
+            (Host::Name(name), Some(port)) => RegistryText::Owned(join_port(name, port)),
+            (Host::Ip(_), Some(port)) => {
+                RegistryText::Owned(format!("{host}:{port}").into_boxed_str())
+            }
             (Host::Ip(_), None) => RegistryText::Owned(host.to_string().into_boxed_str()),
         };
         Registry {
@@ -271,6 +274,22 @@ impl Registry {
             port,
             hub,
             text,
+        }
+    }
+
+    /// [`Registry::new`] for an IPv4 host whose `host[:port]` text is known to be canonical (a
+    /// dotted quad that parsed, a port without leading zeros): no formatting on the per-request
+    /// path.
+    pub(crate) fn new_ipv4_as_written(host: Ipv4Addr, port: Option<u16>, text: &str) -> Self {
+        debug_assert_eq!(
+            text,
+            Registry::new(Host::Ip(IpAddr::V4(host)), port).as_str()
+        );
+        Registry {
+            host: Host::Ip(IpAddr::V4(host)),
+            port,
+            hub: false,
+            text: RegistryText::Owned(text.into()),
         }
     }
 
@@ -343,6 +362,27 @@ impl fmt::Display for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// `name:port`, without the formatting machinery.
+fn join_port(name: &str, port: u16) -> Box<str> {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut rest = port;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut text = String::with_capacity(name.len() + 1 + digits.len() - at);
+    text.push_str(name);
+    text.push(':');
+    // ASCII digits.
+    text.extend(digits[at..].iter().map(|&d| char::from(d)));
+    text.into_boxed_str()
 }
 
 /// Strips an optional `http://`/`https://` scheme, returning the rest and the port it implies.
@@ -432,6 +472,9 @@ mod tests {
         );
         let r = Registry::parse("http://Reg.Example.com").unwrap();
         assert_eq!(r.as_str(), "reg.example.com:80");
+        assert_eq!(Registry::parse("r:1").unwrap().as_str(), "r:1");
+        assert_eq!(Registry::parse("R:65535").unwrap().as_str(), "r:65535");
+        assert_eq!(Registry::parse("r:0080").unwrap().as_str(), "r:80");
         let r = Registry::parse("[fd00::1]:5000").unwrap();
         assert_eq!(r.as_str(), "[fd00::1]:5000");
         assert!(!Registry::parse("docker.io:5000").unwrap().is_docker_hub());

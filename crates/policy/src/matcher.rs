@@ -5,7 +5,7 @@
 //! | exact name | hash map name → entries | one probe |
 //! | exact IP | hash map address → entries | one probe |
 //! | `*.suffix` | hash map suffix → entries | one probe per `.` in the name |
-//! | CIDR | one hash map per prefix length present, per family | one probe per length present (≤ 33 / 129); for IPv4 with many lengths, only the lengths with a range in the query's /16 |
+//! | CIDR | per family, the address line cut into segments at range boundaries, each with the ranges covering it | one binary search over the boundaries |
 //! | Hub alias, or wildcard covering one | a list, consulted for Hub references only | its length (≤ entries naming Hub) |
 //! | `*` | a list | its length |
 //!
@@ -65,11 +65,8 @@ pub(crate) struct Matcher {
     names: Map<Box<str>>,
     ips: Map<IpAddr>,
     wildcards: Map<Box<str>>,
-    v4: Vec<(u8, Map<u32>)>,
-    /// For each IPv4 /16, a bit per `v4` table that has a range overlapping it; built when there
-    /// are enough tables that probing each one costs more than this lookup.
-    v4_by_16: Option<Box<[u64]>>,
-    v6: Vec<(u8, Map<u128>)>,
+    v4: Ranges<u32>,
+    v6: Ranges<u128>,
     hub: Vec<u32>,
     any: Vec<u32>,
 }
@@ -80,6 +77,7 @@ impl Matcher {
             ranks: entries.iter().map(|(e, _)| e.rank()).collect(),
             ..Matcher::default()
         };
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for (id, (entry, _)) in entries.iter().enumerate() {
             let id = id as u32;
             match entry.host() {
@@ -101,21 +99,15 @@ impl Matcher {
                     }
                 }
                 EntryHost::Cidr(ipnet::IpNet::V4(net)) => {
-                    let len = net.prefix_len();
-                    let key = u32::from(net.network());
-                    table(&mut m.v4, len).entry(key).or_default().push(id);
+                    v4.push((u32::from(net.network()), u32::from(net.broadcast()), id));
                 }
                 EntryHost::Cidr(ipnet::IpNet::V6(net)) => {
-                    let len = net.prefix_len();
-                    let key = u128::from(net.network());
-                    table(&mut m.v6, len).entry(key).or_default().push(id);
+                    v6.push((u128::from(net.network()), u128::from(net.broadcast()), id));
                 }
             }
         }
-        // Longest prefixes first, so the first hit per family is the most specific range.
-        m.v4.sort_by_key(|t| std::cmp::Reverse(t.0));
-        m.v6.sort_by_key(|t| std::cmp::Reverse(t.0));
-        m.v4_by_16 = index_v4_by_16(&m.v4);
+        m.v4 = Ranges::new(v4);
+        m.v6 = Ranges::new(v6);
         m.entries = entries;
         m
     }
@@ -201,34 +193,8 @@ impl Matcher {
                     consider(ids);
                 }
                 match ip {
-                    IpAddr::V4(v4) => {
-                        let bits = u32::from(*v4);
-                        let mut probe = |(len, map): &(u8, Map<u32>)| {
-                            let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
-                            if let Some(ids) = map.get(&(bits & mask)) {
-                                consider(ids);
-                            }
-                        };
-                        match &self.v4_by_16 {
-                            Some(index) => {
-                                let mut tables = index[(bits >> 16) as usize];
-                                while tables != 0 {
-                                    probe(&self.v4[tables.trailing_zeros() as usize]);
-                                    tables &= tables - 1;
-                                }
-                            }
-                            None => self.v4.iter().for_each(probe),
-                        }
-                    }
-                    IpAddr::V6(v6) => {
-                        let bits = u128::from(*v6);
-                        for (len, map) in &self.v6 {
-                            let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
-                            if let Some(ids) = map.get(&(bits & mask)) {
-                                consider(ids);
-                            }
-                        }
-                    }
+                    IpAddr::V4(v4) => consider(self.v4.covering(u32::from(*v4))),
+                    IpAddr::V6(v6) => consider(self.v6.covering(u128::from(*v6))),
                 }
             }
         }
@@ -259,35 +225,86 @@ impl Matcher {
     }
 }
 
-/// Below this many IPv4 prefix lengths, probing every table is cheaper than the /16 index.
-const V4_INDEX_MIN_TABLES: usize = 4;
-
-/// Builds the /16 index of the IPv4 tables (at most 33, so a table is a bit of a `u64`).
-fn index_v4_by_16(tables: &[(u8, Map<u32>)]) -> Option<Box<[u64]>> {
-    if tables.len() < V4_INDEX_MIN_TABLES {
-        return None;
-    }
-    let mut index = vec![0u64; 1 << 16].into_boxed_slice();
-    for (bit, (len, map)) in tables.iter().enumerate() {
-        for &network in map.keys() {
-            // A range of /16 or longer lies in one /16; a shorter one spans 2^(16 - len) of them.
-            let first = (network >> 16) as usize;
-            let span = 1usize << 16u8.saturating_sub(*len);
-            for slot in &mut index[first..first + span] {
-                *slot |= 1 << bit;
-            }
-        }
-    }
-    Some(index)
+/// Address ranges (CIDRs) cut into elementary segments at their boundaries, each segment with the
+/// ids of the ranges that cover it: a query is one binary search. CIDRs are nested or disjoint, so
+/// a segment is covered by at most one range per prefix length.
+#[derive(Debug, Clone)]
+struct Ranges<A> {
+    /// Where each segment starts, ascending; a segment ends where the next starts.
+    starts: Vec<A>,
+    /// `ids[offsets[k]..offsets[k + 1]]` are the ranges covering segment `k`.
+    offsets: Vec<u32>,
+    ids: Vec<u32>,
 }
 
-fn table<K>(tables: &mut Vec<(u8, Map<K>)>, len: u8) -> &mut Map<K> {
-    let at = match tables.iter().position(|(l, _)| *l == len) {
-        Some(at) => at,
-        None => {
-            tables.push((len, Map::default()));
-            tables.len() - 1
+impl<A> Default for Ranges<A> {
+    fn default() -> Self {
+        Ranges {
+            starts: Vec::new(),
+            offsets: vec![0],
+            ids: Vec::new(),
         }
-    };
-    &mut tables[at].1
+    }
+}
+
+/// An address as an integer: IPv4 as `u32`, IPv6 as `u128`.
+trait Address: Copy + Ord {
+    /// The next address, `None` after the last one.
+    fn successor(self) -> Option<Self>;
+}
+
+impl Address for u32 {
+    fn successor(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+}
+
+impl Address for u128 {
+    fn successor(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+}
+
+impl<A: Address> Ranges<A> {
+    /// Builds the segments from `(first, last, id)` ranges (inclusive), which must be CIDRs.
+    fn new(mut ranges: Vec<(A, A, u32)>) -> Self {
+        // Outer ranges before the ranges nested in them that start at the same address.
+        ranges.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        let mut starts: Vec<A> = ranges
+            .iter()
+            .flat_map(|&(first, last, _)| std::iter::once(first).chain(last.successor()))
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        let mut out = Ranges {
+            offsets: Vec::with_capacity(starts.len() + 1),
+            ..Ranges::default()
+        };
+        // The ranges covering the current segment, innermost last: nested ranges end no later
+        // than the ranges around them, so the ones that ended are always on top.
+        let mut open: Vec<(A, u32)> = Vec::new();
+        let mut next = 0;
+        for &start in &starts {
+            while open.last().is_some_and(|&(last, _)| last < start) {
+                open.pop();
+            }
+            while let Some(&(_, last, id)) = ranges.get(next).filter(|r| r.0 == start) {
+                open.push((last, id));
+                next += 1;
+            }
+            out.offsets.push(out.ids.len() as u32);
+            out.ids.extend(open.iter().map(|&(_, id)| id));
+        }
+        out.offsets.push(out.ids.len() as u32);
+        out.starts = starts;
+        out
+    }
+
+    /// The ids of the ranges that contain `address`.
+    fn covering(&self, address: A) -> &[u32] {
+        match self.starts.partition_point(|&s| s <= address) {
+            0 => &[],
+            k => &self.ids[self.offsets[k - 1] as usize..self.offsets[k] as usize],
+        }
+    }
 }

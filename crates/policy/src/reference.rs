@@ -1,6 +1,7 @@
 //! Image references, parsed exactly as Docker's `distribution/reference` `ParseDockerRef` does.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use crate::Error;
 use crate::host::{Host, Registry, parse_name_or_ipv4, parse_port};
@@ -261,7 +262,16 @@ fn parse_domain(domain: &str) -> Result<Registry, String> {
         parse_name_or_ipv4(host_text)?
     };
     let port = port_text.map(parse_port).transpose()?;
-    Ok(Registry::new(host, port))
+    match host {
+        // A dotted quad that parsed is canonical text (an IPv4-mapped IPv6 one is not); so is a
+        // port without a leading zero.
+        Host::Ip(IpAddr::V4(ip))
+            if !host_text.starts_with('[') && port_text.is_none_or(|p| !p.starts_with('0')) =>
+        {
+            Ok(Registry::new_ipv4_as_written(ip, port, domain))
+        }
+        host => Ok(Registry::new(host, port)),
+    }
 }
 
 /// `path-component ('/' path-component)*` with `[a-z0-9]+ (separator [a-z0-9]+)*` components and
