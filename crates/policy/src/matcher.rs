@@ -65,6 +65,9 @@ pub(crate) struct Matcher {
     names: Map<Box<str>>,
     ips: Map<IpAddr>,
     wildcards: Map<Box<str>>,
+    /// Bit `k` is set when some wildcard suffix has `k` labels (bit 63: 63 or more), so a query
+    /// probes only the suffixes of its name that could be one.
+    wildcard_labels: u64,
     v4: Ranges<u32>,
     v6: Ranges<u128>,
     hub: Vec<u32>,
@@ -91,6 +94,7 @@ impl Matcher {
                 EntryHost::Exact(Host::Ip(ip)) => m.ips.entry(*ip).or_default().push(id),
                 EntryHost::Wildcard(suffix) => {
                     m.wildcards.entry(suffix.clone()).or_default().push(id);
+                    m.wildcard_labels |= label_bit(labels(suffix));
                     if DOCKER_HUB_ALIASES
                         .iter()
                         .any(|alias| is_strictly_below(alias, suffix))
@@ -106,8 +110,9 @@ impl Matcher {
                 }
             }
         }
-        m.v4 = Ranges::new(v4);
-        m.v6 = Ranges::new(v6);
+        let add = |found, id| add(&entries, &m.ranks, found, id);
+        m.v4 = Ranges::new(v4, add);
+        m.v6 = Ranges::new(v6, add);
         m.entries = entries;
         m
     }
@@ -123,8 +128,12 @@ impl Matcher {
     /// The most specific entry matching a registry (and path), not counting reverse DNS.
     pub(crate) fn find(&self, registry: &Registry, path: Option<&str>) -> Found {
         let mut found = Found::default();
-        self.each_match(registry, path, |id| found = self.add(found, id));
-        found
+        let ranges = self.each_match_but_ranges(registry, path, |id| found = self.add(found, id));
+        match ranges {
+            Some(IpAddr::V4(ip)) => self.merge(found, self.v4.best(u32::from(ip))),
+            Some(IpAddr::V6(ip)) => self.merge(found, self.v6.best(u128::from(ip))),
+            None => found,
+        }
     }
 
     /// The most specific wildcard (or `*`) entry matching a name found by reverse lookup.
@@ -164,6 +173,22 @@ impl Matcher {
         path: Option<&str>,
         mut f: impl FnMut(u32),
     ) {
+        match self.each_match_but_ranges(registry, path, &mut f) {
+            Some(IpAddr::V4(ip)) => self.v4.covering(u32::from(ip)).iter().copied().for_each(f),
+            Some(IpAddr::V6(ip)) => self.v6.covering(u128::from(ip)).iter().copied().for_each(f),
+            None => {}
+        }
+    }
+
+    /// [`Matcher::each_match`] except CIDR ranges; returns the address to look up in the ranges,
+    /// if any. (A range takes no port or path, so whatever the query's port and path, the ranges
+    /// covering an address are all matches.)
+    fn each_match_but_ranges(
+        &self,
+        registry: &Registry,
+        path: Option<&str>,
+        mut f: impl FnMut(u32),
+    ) -> Option<IpAddr> {
         let port = registry.effective_port();
         let mut consider = |ids: &[u32]| {
             for &id in ids {
@@ -179,7 +204,7 @@ impl Matcher {
         if registry.is_docker_hub() {
             // Every entry that can match Hub is in this list: aliases and wildcards covering one.
             consider(&self.hub);
-            return;
+            return None;
         }
         match registry.host() {
             Host::Name(name) => {
@@ -187,41 +212,62 @@ impl Matcher {
                     consider(ids);
                 }
                 self.probe_wildcards(name, consider);
+                None
             }
             Host::Ip(ip) => {
                 if let Some(ids) = self.ips.get(ip) {
                     consider(ids);
                 }
-                match ip {
-                    IpAddr::V4(v4) => consider(self.v4.covering(u32::from(*v4))),
-                    IpAddr::V6(v6) => consider(self.v6.covering(u128::from(*v6))),
+                Some(*ip)
+            }
+        }
+    }
+
+    /// Looks up every proper suffix of `name` that starts after a `.` and has as many labels as
+    /// some wildcard.
+    fn probe_wildcards(&self, name: &str, mut f: impl FnMut(&[u32])) {
+        if self.wildcards.is_empty() {
+            return;
+        }
+        let mut remaining = labels(name);
+        // A dot at index 0 has no label before it: `.example.com` is not below `example.com`.
+        for (i, &b) in name.as_bytes().iter().enumerate() {
+            if b != b'.' {
+                continue;
+            }
+            remaining -= 1;
+            if i > 0 && self.wildcard_labels & label_bit(remaining) != 0 {
+                if let Some(ids) = self.wildcards.get(&name[i + 1..]) {
+                    f(ids);
                 }
             }
         }
     }
 
-    /// Looks up every proper suffix of `name` that starts after a `.`.
-    fn probe_wildcards(&self, name: &str, mut f: impl FnMut(&[u32])) {
-        if self.wildcards.is_empty() {
-            return;
-        }
-        // A dot at index 0 has no label before it: `.example.com` is not below `example.com`.
-        for (i, _) in name.match_indices('.').filter(|&(i, _)| i > 0) {
-            if let Some(ids) = self.wildcards.get(&name[i + 1..]) {
-                f(ids);
-            }
-        }
-    }
-
     fn add(&self, found: Found, id: u32) -> Found {
-        Found {
-            best: better(found.best, Some(id), &self.ranks),
-            insecure: found.insecure || self.entries[id as usize].1 == List::Insecure,
-        }
+        add(&self.entries, &self.ranks, found, id)
     }
 
     pub(crate) fn merge(&self, a: Found, b: Found) -> Found {
         a.merge(b, &self.ranks)
+    }
+}
+
+/// The number of labels of a name: its dots, plus one.
+fn labels(name: &str) -> usize {
+    1 + name.bytes().filter(|&b| b == b'.').count()
+}
+
+/// The bit of [`Matcher::wildcard_labels`] for a suffix of `labels` labels.
+fn label_bit(labels: usize) -> u64 {
+    1 << labels.min(63)
+}
+
+/// `found` with entry `id` added.
+fn add(entries: &[(Entry, List)], ranks: &[Rank], found: Found, id: u32) -> Found {
+    Found {
+        best: better(found.best, Some(id), ranks),
+        insecure: found.insecure || entries[id as usize].1 == List::Insecure,
     }
 }
 
@@ -235,6 +281,9 @@ struct Ranges<A> {
     /// `ids[offsets[k]..offsets[k + 1]]` are the ranges covering segment `k`.
     offsets: Vec<u32>,
     ids: Vec<u32>,
+    /// The best of those ranges, and whether one is insecure: deciding reads this one value
+    /// instead of each range's entry (scattered over a large entry table).
+    found: Vec<Found>,
 }
 
 impl<A> Default for Ranges<A> {
@@ -243,6 +292,7 @@ impl<A> Default for Ranges<A> {
             starts: Vec::new(),
             offsets: vec![0],
             ids: Vec::new(),
+            found: Vec::new(),
         }
     }
 }
@@ -267,7 +317,7 @@ impl Address for u128 {
 
 impl<A: Address> Ranges<A> {
     /// Builds the segments from `(first, last, id)` ranges (inclusive), which must be CIDRs.
-    fn new(mut ranges: Vec<(A, A, u32)>) -> Self {
+    fn new(mut ranges: Vec<(A, A, u32)>, add: impl Fn(Found, u32) -> Found) -> Self {
         // Outer ranges before the ranges nested in them that start at the same address.
         ranges.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
         let mut starts: Vec<A> = ranges
@@ -294,17 +344,32 @@ impl<A: Address> Ranges<A> {
             }
             out.offsets.push(out.ids.len() as u32);
             out.ids.extend(open.iter().map(|&(_, id)| id));
+            out.found
+                .push(open.iter().fold(Found::default(), |f, &(_, id)| add(f, id)));
         }
         out.offsets.push(out.ids.len() as u32);
         out.starts = starts;
         out
     }
 
+    /// The segment that contains `address`, if any range starts at or before it.
+    fn segment(&self, address: A) -> Option<usize> {
+        self.starts
+            .partition_point(|&s| s <= address)
+            .checked_sub(1)
+    }
+
     /// The ids of the ranges that contain `address`.
     fn covering(&self, address: A) -> &[u32] {
-        match self.starts.partition_point(|&s| s <= address) {
-            0 => &[],
-            k => &self.ids[self.offsets[k - 1] as usize..self.offsets[k] as usize],
+        match self.segment(address) {
+            Some(k) => &self.ids[self.offsets[k] as usize..self.offsets[k + 1] as usize],
+            None => &[],
         }
+    }
+
+    /// The best range containing `address`, and whether any such range is insecure.
+    fn best(&self, address: A) -> Found {
+        self.segment(address)
+            .map_or_else(Found::default, |k| self.found[k])
     }
 }
