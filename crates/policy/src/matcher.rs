@@ -236,10 +236,11 @@ impl Matcher {
                 continue;
             }
             remaining -= 1;
-            if i > 0 && self.wildcard_labels & label_bit(remaining) != 0 {
-                if let Some(ids) = self.wildcards.get(&name[i + 1..]) {
-                    f(ids);
-                }
+            if i > 0
+                && self.wildcard_labels & label_bit(remaining) != 0
+                && let Some(ids) = self.wildcards.get(&name[i + 1..])
+            {
+                f(ids);
             }
         }
     }
