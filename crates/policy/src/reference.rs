@@ -154,7 +154,7 @@ fn parse(reference: &str) -> Result<ImageRef, Error> {
 
     let match_path =
         (registry.is_docker_hub() && library == 0 && find(path.as_bytes(), b'/').is_none())
-            .then(|| format!("{LIBRARY}{path}").into_boxed_str());
+            .then(|| [LIBRARY, path].concat().into_boxed_str());
     // A digest replaces the tag (Docker pulls by digest then); no tag means `latest`.
     let tag = match (tag, digest) {
         (_, Some(_)) => None,
@@ -590,6 +590,20 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The IPv4 registry text taken as written is the text `Registry::new` formats.
+        #[test]
+        fn ipv4_registries_as_written_are_canonical(ip in proptest::num::u32::ANY, port in proptest::option::of(1u16..), zeros in 0usize..2) {
+            let ip = std::net::Ipv4Addr::from(ip);
+            let domain = match port {
+                Some(port) => format!("{ip}:{}{port}", "0".repeat(zeros)),
+                None => ip.to_string(),
+            };
+            let r = ImageRef::parse(&format!("{domain}/app")).unwrap();
+            let formatted = Registry::new(Host::Ip(IpAddr::V4(ip)), port);
+            proptest::prop_assert_eq!(r.registry().as_str(), formatted.as_str());
+            proptest::prop_assert_eq!(r.registry(), &formatted);
+        }
+
         #[test]
         fn the_one_pass_path_check_agrees_with_the_grammar(path in "[a-z0-9._/A-]{0,24}") {
             proptest::prop_assert_eq!(is_valid_path(path.as_bytes()), path_fault(&path).is_ok());

@@ -40,3 +40,29 @@ fn deciding_allocates_nothing() {
     assert_eq!(allowed, 5);
     assert_eq!(info.count_total, 0, "deciding allocated: {info:?}");
 }
+
+/// Parsing a reference costs two allocations (the registry's host name or IPv4 text, the
+/// normalised text), plus one for `name:port` and for Hub single names spelled with a registry
+/// alias (their `library/` match path); IPv6 registries are formatted (one more as it grows).
+#[test]
+fn parsing_allocates_two_to_four_times() {
+    for (reference, expected) in [
+        ("busybox", 2),
+        ("busybox:1.36", 2),
+        ("reg.example.com/team/app:1.0", 2),
+        (
+            "Reg.Example.com/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            2,
+        ),
+        ("reg.example.com:5000/team/app", 3),
+        ("10.2.40.40/app", 2),
+        ("10.2.40.40:443/app", 2),
+        ("[fd00::1]:5000/app", 4),
+        ("registry-1.docker.io/busybox", 3),
+    ] {
+        let info = allocation_counter::measure(|| {
+            std::hint::black_box(ImageRef::parse(std::hint::black_box(reference)).unwrap());
+        });
+        assert_eq!(info.count_total, expected, "{reference}: {info:?}");
+    }
+}
