@@ -1,12 +1,13 @@
 //! The audit log: one JSON line per request, emitted through `tracing` under the target
-//! [`AUDIT_TARGET`] with the line in the field `record`, when the exchange ends (the response body
-//! finished or was dropped, or a hijacked stream closed).
+//! [`AUDIT_TARGET`] with the line in the field `record`, when the exchange ends: right after the end
+//! of the response was flushed to the client (or the response was dropped), or when a hijacked
+//! stream closed.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -224,13 +225,72 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Emits the record when dropped; hold it as long as the exchange lives.
+/// Emits the record when dropped (or hands it to the connection's [`Deferred`]); hold it as long
+/// as the exchange lives.
 #[derive(Debug)]
-pub(crate) struct AuditGuard(pub(crate) Arc<Audit>);
+pub(crate) struct AuditGuard {
+    audit: Arc<Audit>,
+    deferred: Option<Arc<Deferred>>,
+}
+
+impl AuditGuard {
+    /// A guard whose record is written after the connection's next flush.
+    pub(crate) fn deferred(audit: Arc<Audit>, deferred: Arc<Deferred>) -> Self {
+        AuditGuard {
+            audit,
+            deferred: Some(deferred),
+        }
+    }
+
+    /// The record is written as soon as the guard is dropped (a hijacked stream: it ends when
+    /// the splice does, not with a flush of the HTTP connection).
+    pub(crate) fn immediate(mut self) -> Self {
+        self.deferred = None;
+        self
+    }
+}
 
 impl Drop for AuditGuard {
     fn drop(&mut self) {
-        self.0.emit();
+        match self.deferred.take() {
+            Some(deferred) => deferred.push(Arc::clone(&self.audit)),
+            None => self.audit.emit(),
+        }
+    }
+}
+
+/// Records of one client connection whose exchange has ended, waiting for the response to be
+/// flushed. hyper drops a finished response body before it writes the body's last bytes, so a
+/// record written from that drop would hold every response back by the audit write; the
+/// connection's stream writes them right after its next flush instead (`io::EmitAfterFlush`),
+/// and whatever is left when the connection goes.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pending: AtomicBool,
+    records: Mutex<Vec<Arc<Audit>>>,
+}
+
+impl Deferred {
+    fn push(&self, audit: Arc<Audit>) {
+        lock(&self.records).push(audit);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Writes the records waiting (none: one atomic load).
+    pub(crate) fn emit_all(&self) {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let records = std::mem::take(&mut *lock(&self.records));
+        for record in records {
+            record.emit();
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        self.emit_all();
     }
 }
 
@@ -262,7 +322,7 @@ impl<B> Counted<B> {
     pub(crate) fn response(inner: B, guard: AuditGuard) -> Self {
         Counted {
             inner,
-            audit: Arc::clone(&guard.0),
+            audit: Arc::clone(&guard.audit),
             outgoing: true,
             _guard: Some(guard),
         }
@@ -354,6 +414,26 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn deferred_records_wait_for_the_flush() {
+        let deferred = Arc::new(Deferred::default());
+        let audit = Audit::new(
+            Peer::default().json_fields(),
+            &Method::GET,
+            &Uri::from_static("/_ping"),
+        );
+        drop(AuditGuard::deferred(
+            Arc::clone(&audit),
+            Arc::clone(&deferred),
+        ));
+        assert_eq!(lock(&deferred.records).len(), 1);
+        deferred.emit_all();
+        assert!(lock(&deferred.records).is_empty());
+        // An immediate guard never queues.
+        drop(AuditGuard::deferred(audit, Arc::clone(&deferred)).immediate());
+        assert!(lock(&deferred.records).is_empty());
     }
 
     #[test]

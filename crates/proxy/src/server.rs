@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::Error;
-use crate::audit::Peer;
-use crate::io::Stream;
+use crate::audit::{Deferred, Peer};
+use crate::io::{EmitAfterFlush, Stream};
 use crate::service::Conn;
 use crate::settings::Settings;
 
@@ -324,7 +324,8 @@ async fn serve_connection(
         ),
     };
     drop(settings);
-    let conn = Arc::new(Conn::new(shared, peer));
+    let deferred = Arc::new(Deferred::default());
+    let conn = Arc::new(Conn::new(shared, peer, Arc::clone(&deferred)));
     let service = service_fn(move |req| {
         let conn = Arc::clone(&conn);
         async move { conn.handle(req).await }
@@ -334,7 +335,7 @@ async fn serve_connection(
         .header_read_timeout(options.header_read_timeout)
         .max_buf_size(options.max_header_bytes);
     let served = http
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(EmitAfterFlush::new(stream, deferred)), service)
         .with_upgrades();
     tokio::pin!(served);
     let result = tokio::select! {

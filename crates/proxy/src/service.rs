@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::task::AbortHandle;
 use vch_policy::{Decision, ImageRef};
 
-use crate::audit::{Audit, AuditGuard, Counted, Peer};
+use crate::audit::{Audit, AuditGuard, Counted, Deferred, Peer};
 use crate::error::docker_error;
 use crate::gate::{self, ImagesCreate};
 use crate::route::{self, API_VERSION, Kind, Routed};
@@ -49,6 +49,8 @@ pub(crate) struct Conn {
     peer: Arc<str>,
     upstream: tokio::sync::Mutex<Option<(SendRequest<Body>, Arc<str>)>>,
     drivers: std::sync::Mutex<Vec<AbortHandle>>,
+    /// Audit records of ended exchanges, written after the connection's next flush.
+    deferred: Arc<Deferred>,
 }
 
 impl Drop for Conn {
@@ -65,12 +67,13 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(shared: Arc<Shared>, peer: Peer) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, peer: Peer, deferred: Arc<Deferred>) -> Self {
         Conn {
             shared,
             peer: peer.json_fields(),
             upstream: tokio::sync::Mutex::new(None),
             drivers: std::sync::Mutex::new(Vec::new()),
+            deferred,
         }
     }
 
@@ -81,13 +84,14 @@ impl Conn {
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let settings = self.shared.settings();
         let audit = Audit::new(Arc::clone(&self.peer), req.method(), req.uri());
-        let guard = AuditGuard(Arc::clone(&audit));
+        let guard = AuditGuard::deferred(Arc::clone(&audit), Arc::clone(&self.deferred));
         let (response, splice) = self.respond(&settings, req, &audit).await;
         audit.set_status(response.status().as_u16());
-        // The record is written when the response body ends, or when the hijacked stream closes.
+        // The record is written once the end of the response is flushed to the client, or when
+        // the hijacked stream closes.
         Ok(match splice {
             Some(splice) => {
-                spawn_splice(splice, guard);
+                spawn_splice(splice, guard.immediate());
                 response
             }
             None => response.map(|body| Counted::response(body, guard).boxed()),

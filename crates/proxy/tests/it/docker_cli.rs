@@ -279,12 +279,19 @@ fn mutual_tls_refuses_clients_without_the_right_certificate() {
             .trim(),
         "1.25"
     );
+    // Records are written just after the response is flushed: give the last one a moment.
+    let names_the_client = |records: &[serde_json::Value]| {
+        records.iter().any(|r| {
+            r["client_subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("vch-test-client"))
+                && r["client_sha256"].as_str().is_some_and(|s| s.len() == 64)
+        })
+    };
+    let started = Instant::now();
+    while !names_the_client(&audit_records()) && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let records = audit_records();
-    assert!(
-        records.iter().any(|r| r["client_subject"]
-            .as_str()
-            .is_some_and(|s| s.contains("vch-test-client"))
-            && r["client_sha256"].as_str().is_some_and(|s| s.len() == 64)),
-        "{records:?}"
-    );
+    assert!(names_the_client(&records), "{records:?}");
 }
