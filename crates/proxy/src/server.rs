@@ -214,6 +214,9 @@ impl Server {
     /// current request, and waits up to the grace period.
     pub async fn run(self) {
         let limit = Arc::new(Semaphore::new(self.options.max_connections.max(1)));
+        let keeper = tokio::spawn(keep_timer_wheel_armed(
+            (self.options.header_read_timeout / 2).max(Duration::from_millis(10)),
+        ));
         let mut accept_loops = tokio::task::JoinSet::new();
         for listener in self.listeners {
             accept_loops.spawn(accept_loop(
@@ -225,6 +228,7 @@ impl Server {
             ));
         }
         while accept_loops.join_next().await.is_some() {}
+        keeper.abort();
         // Every accept loop has stopped: drain.
         let drained = async {
             loop {
@@ -244,6 +248,19 @@ impl Server {
                 "shutdown grace period over; closing the remaining connections"
             );
         }
+    }
+}
+
+/// Keeps a timer in tokio's wheel that always expires before any header-read deadline.
+///
+/// hyper arms a header-read timer for every request and cancels it when the head is in; while the
+/// request is with dockerd the wheel is then empty, the runtime parks without a deadline, and
+/// arming the next request's timer has to wake the I/O driver (tokio `time::Handle::reregister`:
+/// a write to its eventfd, and a turn of `epoll_wait` for it, on every request). With an earlier
+/// timer always pending, a new header deadline is never the earliest and nothing is woken.
+async fn keep_timer_wheel_armed(period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
     }
 }
 
