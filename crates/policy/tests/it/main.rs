@@ -7,4 +7,6 @@
 )]
 
 mod alloc;
+// Built with the `dns` feature (a default one): it drives the hickory resolver.
+#[cfg(feature = "dns")]
 mod reverse_dns;
