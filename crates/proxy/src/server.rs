@@ -214,7 +214,9 @@ impl Server {
     /// current request, and waits up to the grace period.
     pub async fn run(self) {
         let limit = Arc::new(Semaphore::new(self.options.max_connections.max(1)));
-        let keeper = tokio::spawn(keep_timer_wheel_armed(
+        // In a JoinSet, so that it stops with this future even if the caller drops it.
+        let mut keeper = tokio::task::JoinSet::new();
+        keeper.spawn(keep_timer_wheel_armed(
             (self.options.header_read_timeout / 2).max(Duration::from_millis(10)),
         ));
         let mut accept_loops = tokio::task::JoinSet::new();
@@ -228,7 +230,7 @@ impl Server {
             ));
         }
         while accept_loops.join_next().await.is_some() {}
-        keeper.abort();
+        keeper.abort_all();
         // Every accept loop has stopped: drain.
         let drained = async {
             loop {
