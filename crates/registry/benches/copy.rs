@@ -26,7 +26,7 @@ use bytes::Bytes;
 use vch_registry::{Client, Digest, HostSettings, PlainHttp};
 use vch_testbed::{HttpClient, PushedImage, Registry, TestImage};
 
-const SAMPLES: usize = 3;
+const SAMPLES: usize = 5;
 
 fn plain_client(reg: &Registry) -> Client {
     let s = HostSettings::builder(reg.addr())
@@ -85,6 +85,57 @@ fn timed(cmd: &str, args: &[&str], config: Option<&std::path::Path>) -> (f64, u6
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// One tool's samples.
+struct Row {
+    name: String,
+    times: Vec<f64>,
+    rss: Option<u64>,
+    /// Client, source and destination CPU seconds per sample (NaN: not measured).
+    cpu: Vec<[f64; 3]>,
+}
+
+impl Row {
+    fn new(name: String) -> Self {
+        Self {
+            name,
+            times: Vec::new(),
+            rss: None,
+            cpu: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, t: f64, rss: Option<u64>, cpu: [f64; 3]) {
+        self.times.push(t);
+        if let Some(r) = rss {
+            self.rss = Some(self.rss.unwrap_or(0).max(r));
+        }
+        self.cpu.push(cpu);
+    }
+
+    fn print(&self, mb: f64) {
+        let t = median(self.times.clone());
+        let rss = self
+            .rss
+            .map_or_else(|| "-".to_owned(), |r| format!("{:.1}", r as f64 / 1024.0));
+        let cpu: Vec<String> = (0..3)
+            .map(|i| {
+                let m = mean(&self.cpu.iter().map(|c| c[i]).collect::<Vec<_>>());
+                if m.is_nan() {
+                    "-".to_owned()
+                } else {
+                    format!("{m:.2}")
+                }
+            })
+            .collect();
+        println!(
+            "| {} | {t:.2} | {:.0} | {rss} | {} |",
+            self.name,
+            mb / t,
+            cpu.join(" / ")
+        );
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -177,18 +228,22 @@ fn scenario(
         layer_size >> 20,
         load_average()
     );
-    println!(
-        "| tool | median s | MiB/s | peak RSS MiB | CPU s: client / source / destination (mean) |"
-    );
-    println!("|---|---|---|---|---|");
-    for conc in [1usize, 2, 4, 8, 16] {
-        if conc > layers + 1 && conc != 1 {
-            continue;
-        }
-        let mut times = Vec::new();
-        let mut rss = 0;
-        let (mut client_cpu, mut src_cpu, mut dst_cpu) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..SAMPLES {
+    // Every round runs each tool once, so a change of load during the run (other users of
+    // the machine, page-cache writeback) falls on all of them alike.
+    let concurrencies: Vec<usize> = [1usize, 2, 4, 8, 16]
+        .into_iter()
+        .filter(|c| *c == 1 || *c <= layers + 1)
+        .collect();
+    let mut rows: Vec<Row> = concurrencies
+        .iter()
+        .map(|c| Row::new(format!("regctl --concurrency {c}")))
+        .collect();
+    rows.push(Row::new("skopeo copy (1.9.3)".into()));
+    rows.push(Row::new(
+        "ingest limit (parallel monolithic uploads from memory)".into(),
+    ));
+    for _ in 0..SAMPLES {
+        for (i, conc) in concurrencies.iter().enumerate() {
             let dst = Registry::start().unwrap();
             let home = tempfile::tempdir().unwrap();
             set(home.path(), &src.addr());
@@ -208,26 +263,12 @@ fn scenario(
                 ],
                 Some(&home.path().join("regctl.json")),
             );
-            src_cpu.push(cpu_of(src.pid()) - s0);
-            dst_cpu.push(cpu_of(dst.pid()) - d0);
-            client_cpu.push(c);
-            times.push(t);
-            rss = rss.max(r);
+            rows[i].add(
+                t,
+                Some(r),
+                [c, cpu_of(src.pid()) - s0, cpu_of(dst.pid()) - d0],
+            );
         }
-        let t = median(times);
-        println!(
-            "| regctl --concurrency {conc} | {t:.2} | {:.0} | {:.1} | {:.2} / {:.2} / {:.2} |",
-            mb / t,
-            rss as f64 / 1024.0,
-            mean(&client_cpu),
-            mean(&src_cpu),
-            mean(&dst_cpu)
-        );
-    }
-    let mut times = Vec::new();
-    let mut rss = 0;
-    let (mut client_cpu, mut src_cpu, mut dst_cpu) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..SAMPLES {
         let dst = Registry::start().unwrap();
         let (s0, d0) = (cpu_of(src.pid()), cpu_of(dst.pid()));
         let (t, r, c) = timed(
@@ -242,29 +283,22 @@ fn scenario(
             ],
             None,
         );
-        src_cpu.push(cpu_of(src.pid()) - s0);
-        dst_cpu.push(cpu_of(dst.pid()) - d0);
-        client_cpu.push(c);
-        times.push(t);
-        rss = rss.max(r);
+        let n = concurrencies.len();
+        rows[n].add(
+            t,
+            Some(r),
+            [c, cpu_of(src.pid()) - s0, cpu_of(dst.pid()) - d0],
+        );
+        let (t, dst_cpu) = ingest(rt, &blobs, &pushed);
+        rows[n + 1].add(t, None, [f64::NAN, f64::NAN, dst_cpu]);
     }
-    let t = median(times);
     println!(
-        "| skopeo copy | {t:.2} | {:.0} | {:.1} | {:.2} / {:.2} / {:.2} |",
-        mb / t,
-        rss as f64 / 1024.0,
-        mean(&client_cpu),
-        mean(&src_cpu),
-        mean(&dst_cpu)
+        "| tool | median s | MiB/s | peak RSS MiB | CPU s: client / source / destination (mean) |"
     );
-    let runs: Vec<(f64, f64)> = (0..SAMPLES).map(|_| ingest(rt, &blobs, &pushed)).collect();
-    let t = median(runs.iter().map(|r| r.0).collect());
-    let cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
-    println!(
-        "| ingest limit (parallel monolithic uploads from memory) | {t:.2} | {:.0} | - | - / - / {:.2} |",
-        mb / t,
-        mean(&cpu)
-    );
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        row.print(mb);
+    }
     // Same registry, another repository: mounts.
     let home = tempfile::tempdir().unwrap();
     set(home.path(), &src.addr());

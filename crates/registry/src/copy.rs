@@ -15,8 +15,9 @@ use crate::reference::{Digest, Reference};
 /// Default number of blobs copied at once.
 ///
 /// Chosen by measurement (crates/registry/README.md, "Performance"): between two local
-/// Distribution registries on a 2-core host, 8 parallel blobs beat 4 in both runs (by 6 % and
-/// more) while 16 gained little more and used twice the memory (about 40 MiB peak).
+/// Distribution registries on a 2-core host, 2 to 16 parallel blobs lie within a few percent
+/// of one another in a single run; across runs 8 was the best or close to it, while 16 gained
+/// at most 10 % for twice the memory (about 40 MiB peak).
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// First retry delay of a blob; doubles each attempt.
 const BACKOFF: Duration = Duration::from_millis(250);
