@@ -162,17 +162,6 @@ fn an_unreachable_engine_is_a_502_naming_it() {
     assert!(r.contains(&host), "{r}");
 }
 
-/// Sockets dockerd has open (its API connections among them).
-fn socket_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
-        })
-        .count()
-}
-
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let started = std::time::Instant::now();
     while !cond() {
@@ -184,25 +173,81 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A unix-socket relay in front of the real dockerd that counts the proxy's open engine
+/// connections exactly (counting dockerd's own sockets races with its containerd traffic).
+struct EngineRelay {
+    host: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EngineRelay {
+    fn start(dir: &std::path::Path, engine: std::path::PathBuf) -> EngineRelay {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let path = dir.join("relay.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = open.clone();
+        std::thread::spawn(move || {
+            for proxy_side in listener.incoming() {
+                let Ok(proxy_side) = proxy_side else { return };
+                let Ok(engine_side) = UnixStream::connect(&engine) else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (mut from_proxy, mut to_engine) = (
+                    proxy_side.try_clone().unwrap(),
+                    engine_side.try_clone().unwrap(),
+                );
+                let (mut from_engine, mut to_proxy) = (engine_side, proxy_side);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_engine, &mut to_proxy);
+                    let _ = to_proxy.shutdown(std::net::Shutdown::Write);
+                });
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    // The proxy closing its side ends this copy: that is the close we count.
+                    let _ = std::io::copy(&mut from_proxy, &mut to_engine);
+                    let _ = to_engine.shutdown(std::net::Shutdown::Both);
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        EngineRelay {
+            host: format!("unix://{}", path.display()),
+            open,
+        }
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[test]
 fn a_client_disconnect_closes_the_engine_connection() {
     let dockerd = dockerd();
-    let pid = dockerd.pid().unwrap();
-    let vch = Vch::start(&dockerd, Mode::Plain, &[]);
-    let baseline = socket_fds(pid);
+    let dir = tempfile::tempdir().unwrap();
+    let relay = EngineRelay::start(dir.path(), dockerd.socket_path().to_path_buf());
+    let vch = Vch::start_with(
+        relay.host.clone(),
+        dockerd.docker_config_dir(),
+        Mode::Plain,
+        &[],
+    );
     let mut s = TcpStream::connect(vch.addr).unwrap();
     s.write_all(b"GET /v1.25/events HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut head = [0u8; 12];
     s.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
-    wait_for("the proxy's engine connection", || {
-        socket_fds(pid) > baseline
-    });
+    assert_eq!(
+        relay.open(),
+        1,
+        "the events stream goes over one engine connection"
+    );
     drop(s);
-    wait_for("the engine connection to close", || {
-        socket_fds(pid) <= baseline
-    });
+    wait_for("the engine connection to close", || relay.open() == 0);
     wait_for("the proxy to forget the connection", || {
         vch.handle.live_connections() == 0
     });
