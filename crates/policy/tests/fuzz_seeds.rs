@@ -10,8 +10,9 @@
 //! the crate's dev-dependency on itself turns on for every `cargo test`.
 #![cfg(feature = "oracle")]
 
-use std::fs;
 use std::path::PathBuf;
+
+use vch_testbed::{SeedCorpus, SeedTarget};
 
 // The same functions the fuzz targets call, compiled here as a module.
 #[allow(
@@ -105,15 +106,6 @@ const POLICIES: &[&str] = &[
      u 10.1.0.0/16\nu *.example:5000\nu reg.example\n",
 ];
 
-/// A fuzz target's name and its check.
-type Target = (&'static str, fn(&[u8]));
-
-const TARGETS: &[Target] = &[
-    ("entry_parse", checks::entry_parse),
-    ("reference_parse", checks::reference_parse),
-    ("policy_differential", checks::policy_differential),
-];
-
 fn seeds(target: &str) -> Vec<String> {
     match target {
         "entry_parse" => ENTRIES.iter().map(|s| (*s).to_owned()).collect(),
@@ -129,72 +121,38 @@ fn seeds(target: &str) -> Vec<String> {
     }
 }
 
-fn seed_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/seeds")
-        .join(target)
-}
-
-/// A stable file name from the content (FNV-1a), as corpus files are named by content.
-fn file_name(seed: &str) -> String {
-    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("seed-{hash:016x}")
+/// The committed corpora of this crate's fuzz targets.
+fn corpus() -> SeedCorpus {
+    SeedCorpus::new(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds"),
+        vec![
+            SeedTarget {
+                name: "entry_parse",
+                check: checks::entry_parse,
+                seeds: seeds("entry_parse"),
+            },
+            SeedTarget {
+                name: "reference_parse",
+                check: checks::reference_parse,
+                seeds: seeds("reference_parse"),
+            },
+            SeedTarget {
+                name: "policy_differential",
+                check: checks::policy_differential,
+                seeds: seeds("policy_differential"),
+            },
+        ],
+    )
 }
 
 #[test]
 fn committed_seeds_match_the_tables() {
-    let write = std::env::var_os("VCH_WRITE_SEEDS").is_some();
-    for (target, _) in TARGETS {
-        let dir = seed_dir(target);
-        if write && dir.exists() {
-            // Table seeds no longer in the table go; other files (reproducers) stay.
-            let wanted: Vec<String> = seeds(target).iter().map(|s| file_name(s)).collect();
-            for file in fs::read_dir(&dir).unwrap() {
-                let name = file.unwrap().file_name().to_string_lossy().into_owned();
-                if name.starts_with("seed-") && !wanted.contains(&name) {
-                    fs::remove_file(dir.join(name)).unwrap();
-                }
-            }
-        }
-        for seed in seeds(target) {
-            let path = dir.join(file_name(&seed));
-            if write {
-                fs::create_dir_all(&dir).unwrap();
-                fs::write(&path, &seed).unwrap();
-            }
-            let committed = fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (regenerate with VCH_WRITE_SEEDS=1)",
-                    path.display()
-                )
-            });
-            assert_eq!(committed, seed, "{}", path.display());
-        }
-    }
+    corpus().check_committed();
 }
 
 #[test]
 fn seeds_pass_the_fuzz_checks() {
-    for (target, check) in TARGETS {
-        let dir = seed_dir(target);
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|f| f.unwrap().path())
-            .collect();
-        files.sort();
-        assert!(
-            files.len() >= seeds(target).len(),
-            "{target}: missing seeds"
-        );
-        for file in files {
-            let data = fs::read(&file).unwrap();
-            if std::panic::catch_unwind(|| check(&data)).is_err() {
-                panic!("{target}: seed {} fails the fuzz check", file.display());
-            }
-        }
-    }
+    corpus().replay();
 }
 
 /// The checks find what they are meant to find: each seed table exercises the interesting side of

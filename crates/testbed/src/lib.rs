@@ -29,6 +29,7 @@ mod http;
 mod image;
 mod process;
 mod registry;
+mod seeds;
 
 // The API.
 pub use dns::{Answer, Dns, DnsBuilder, RecordType, reverse_name};
@@ -39,3 +40,4 @@ pub use http::{HttpClient, Response};
 pub use image::{PushedImage, RandomImage, TestImage, sha256_digest};
 pub use process::free_port;
 pub use registry::{Registry, RegistryBuilder, TokenAuth};
+pub use seeds::{SeedCorpus, SeedTarget};

@@ -6,8 +6,9 @@
 //! that the committed files match the tables. Every file in a seed directory is replayed, so a
 //! reproducer minimised from a fuzzer crash and saved there becomes a regression test.
 
-use std::fs;
 use std::path::PathBuf;
+
+use vch_testbed::{SeedCorpus, SeedTarget};
 
 use crate::fuzz_checks;
 
@@ -60,15 +61,6 @@ fn manifests() -> Vec<String> {
     ]
 }
 
-/// A fuzz target's name and its check.
-type Target = (&'static str, fn(&[u8]));
-
-const TARGETS: &[Target] = &[
-    ("www_authenticate", fuzz_checks::www_authenticate),
-    ("link_header", fuzz_checks::link_header),
-    ("manifest_decode", fuzz_checks::manifest_decode),
-];
-
 fn seeds(target: &str) -> Vec<String> {
     match target {
         "www_authenticate" => CHALLENGES.iter().map(|s| (*s).to_owned()).collect(),
@@ -77,72 +69,38 @@ fn seeds(target: &str) -> Vec<String> {
     }
 }
 
-fn seed_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/seeds")
-        .join(target)
-}
-
-/// A stable file name from the content (FNV-1a), as corpus files are named by content.
-fn file_name(seed: &str) -> String {
-    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("seed-{hash:016x}")
+/// The committed corpora of this crate's fuzz targets.
+fn corpus() -> SeedCorpus {
+    SeedCorpus::new(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds"),
+        vec![
+            SeedTarget {
+                name: "www_authenticate",
+                check: fuzz_checks::www_authenticate,
+                seeds: seeds("www_authenticate"),
+            },
+            SeedTarget {
+                name: "link_header",
+                check: fuzz_checks::link_header,
+                seeds: seeds("link_header"),
+            },
+            SeedTarget {
+                name: "manifest_decode",
+                check: fuzz_checks::manifest_decode,
+                seeds: seeds("manifest_decode"),
+            },
+        ],
+    )
 }
 
 #[test]
 fn committed_seeds_match_the_tables() {
-    let write = std::env::var_os("VCH_WRITE_SEEDS").is_some();
-    for (target, _) in TARGETS {
-        let dir = seed_dir(target);
-        if write && dir.exists() {
-            // Table seeds no longer in the table go; other files (reproducers) stay.
-            let wanted: Vec<String> = seeds(target).iter().map(|s| file_name(s)).collect();
-            for file in fs::read_dir(&dir).unwrap() {
-                let name = file.unwrap().file_name().to_string_lossy().into_owned();
-                if name.starts_with("seed-") && !wanted.contains(&name) {
-                    fs::remove_file(dir.join(name)).unwrap();
-                }
-            }
-        }
-        for seed in seeds(target) {
-            let path = dir.join(file_name(&seed));
-            if write {
-                fs::create_dir_all(&dir).unwrap();
-                fs::write(&path, &seed).unwrap();
-            }
-            let committed = fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (regenerate with VCH_WRITE_SEEDS=1)",
-                    path.display()
-                )
-            });
-            assert_eq!(committed, seed, "{}", path.display());
-        }
-    }
+    corpus().check_committed();
 }
 
 #[test]
 fn seeds_pass_the_fuzz_checks() {
-    for (target, check) in TARGETS {
-        let dir = seed_dir(target);
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|f| f.unwrap().path())
-            .collect();
-        files.sort();
-        assert!(
-            files.len() >= seeds(target).len(),
-            "{target}: missing seeds"
-        );
-        for file in files {
-            let data = fs::read(&file).unwrap();
-            if std::panic::catch_unwind(|| check(&data)).is_err() {
-                panic!("{target}: seed {} fails the fuzz check", file.display());
-            }
-        }
-    }
+    corpus().replay();
 }
 
 /// The tables exercise the interesting side of each check, not only early returns.
