@@ -179,7 +179,9 @@ pub enum ManifestCmd {
         /// Image reference.
         reference: String,
     },
-    /// Delete a manifest (by digest; a tag is resolved first).
+    /// Delete a manifest (by digest; a tag is resolved first). A referrer (a manifest with
+    /// a `subject`) is also taken out of its subject's `sha256-<hex>` tag where the registry
+    /// has no referrers API.
     Delete {
         /// Image reference.
         reference: String,

@@ -910,9 +910,47 @@ impl Client {
 
     /// `DELETE` a manifest by digest (or by tag where the registry supports it).
     ///
+    /// Deleting by digest a manifest with a `subject` (an OCI 1.1 referrer) also takes it out
+    /// of the subject's tag schema index when the registry has no referrers API (the spec's
+    /// "Deleting Manifests"): the manifest is read first (a `GET`) to learn its subject, then
+    /// deleted, then [`Client::referrers_tag_remove`] runs. The index is updated after the
+    /// `DELETE`, so a refused delete (deletes disabled) leaves it intact; when the update
+    /// fails, the manifest is gone and the index still lists it (the error says so; running
+    /// [`Client::referrers_tag_remove`] again repairs it). A delete by tag removes a tag, not
+    /// a manifest, and leaves the index alone.
+    ///
     /// # Errors
-    /// [`Error::Registry`] with `UNSUPPORTED` where deletes are disabled, `MANIFEST_UNKNOWN`.
+    /// [`Error::Registry`] with `UNSUPPORTED` where deletes are disabled, `MANIFEST_UNKNOWN`;
+    /// errors of reading the manifest and of the index update.
     pub async fn manifest_delete(&self, repo: &str, reference: &str) -> Result<()> {
+        let referrer = match Digest::parse(reference) {
+            Ok(digest) => match self.manifest_get(repo, reference).await {
+                Ok(m) => crate::referrers::referrer_of(&m.media_type, &digest, &m.bytes)
+                    .map(|(subject, _)| (subject, digest)),
+                // The DELETE below answers for a manifest that is not there.
+                Err(e) if e.status() == Some(404) => None,
+                Err(e) => return Err(e),
+            },
+            Err(_) => None,
+        };
+        self.manifest_delete_only(repo, reference).await?;
+        if let Some((subject, digest)) = referrer
+            && !self.has_referrers_api(repo, &subject).await?
+        {
+            self.referrers_tag_remove(repo, &subject, &digest)
+                .await
+                .map_err(|e| Error::StaleReferrersTag {
+                    repository: repo.to_owned(),
+                    digest: digest.to_string(),
+                    tag: subject.referrers_tag(),
+                    source: Box::new(e),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// `DELETE` a manifest, nothing else.
+    pub(crate) async fn manifest_delete_only(&self, repo: &str, reference: &str) -> Result<()> {
         let url = format!("/v2/{repo}/manifests/{reference}");
         self.call(
             Method::DELETE,

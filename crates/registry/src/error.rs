@@ -252,6 +252,22 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A referrer manifest was deleted, but updating its subject's tag schema index failed,
+    /// so the index still lists it ([`crate::Client::referrers_tag_remove`] repairs it).
+    #[error(
+        "{repository}@{digest} was deleted, but the referrers tag {tag} still lists it: {source}"
+    )]
+    StaleReferrersTag {
+        /// The repository.
+        repository: String,
+        /// The deleted manifest.
+        digest: String,
+        /// The subject's tag schema tag (`sha256-<hex>`).
+        tag: String,
+        /// Why the update failed.
+        source: Box<Error>,
+    },
+
     /// An internal invariant did not hold (a bug).
     #[error("internal error: {0}")]
     Unreachable(&'static str),

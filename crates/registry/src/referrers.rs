@@ -229,6 +229,74 @@ impl Client {
         tracing::debug!(repo, %subject, tag, "referrers tag updated");
         Ok(())
     }
+
+    /// Removes `referrer` from the tag schema index of `subject` (the spec's "Deleting
+    /// Manifests" for registries without the referrers API); whether the index held it.
+    /// [`Client::manifest_delete`] calls this after deleting a manifest with a `subject`.
+    ///
+    /// When the index is left empty, the index manifest is deleted by its digest, which takes
+    /// the tag with it (as oras-go does); where deletes are refused (`UNSUPPORTED`, 400, 405)
+    /// an empty index is pushed instead (as regclient does). A missing tag, or one that does
+    /// not list `referrer`, is left alone. The same read-modify-write race as
+    /// [`Client::referrers_tag_add`] applies.
+    ///
+    /// # Errors
+    /// As [`Client::manifest_get`], [`Client::manifest_put`] and [`Client::manifest_delete`];
+    /// [`Error::Manifest`] when the tag does not name an index.
+    pub async fn referrers_tag_remove(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        referrer: &Digest,
+    ) -> Result<bool> {
+        let tag = subject.referrers_tag();
+        let index = match self.manifest_get(repo, &tag).await {
+            Ok(m) => m,
+            Err(e) if e.status() == Some(404) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut manifests = decode_entries(&index.bytes, &format!("{repo}:{tag}"))?;
+        let before = manifests.len();
+        manifests.retain(|d| d.digest != referrer.as_str());
+        if manifests.len() == before {
+            return Ok(false);
+        }
+        if manifests.is_empty() {
+            // The index lists a referrer of this subject only, so no other subject's tag
+            // names the same bytes: deleting it by digest removes just this tag.
+            match self.manifest_delete_only(repo, index.digest.as_str()).await {
+                Ok(()) => {
+                    tracing::debug!(repo, %subject, tag, "referrers tag emptied and deleted");
+                    return Ok(true);
+                }
+                Err(e) if e.has_code("UNSUPPORTED") || matches!(e.status(), Some(400 | 405)) => {
+                    tracing::debug!(repo, %subject, tag, error = %e, "cannot delete the empty referrers index; pushing it empty");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.manifest_put_only(repo, &tag, OCI_INDEX, index_bytes(&manifests))
+            .await?;
+        tracing::debug!(repo, %subject, tag, "referrer removed from the referrers tag");
+        Ok(true)
+    }
+
+    /// Whether the registry answers the referrers API (200) rather than 404 for `subject`;
+    /// the spec's test for falling back to the tag schema.
+    pub(crate) async fn has_referrers_api(&self, repo: &str, subject: &Digest) -> Result<bool> {
+        let url = format!("/v2/{repo}/referrers/{subject}");
+        let resp = self
+            .call(
+                Method::GET,
+                &url,
+                &[(header::ACCEPT, OCI_INDEX.to_owned())],
+                ReqBody::Bytes(Bytes::new()),
+                &[pull(repo)],
+                &[200, 404],
+            )
+            .await?;
+        Ok(resp.status() == StatusCode::OK)
+    }
 }
 
 #[cfg(test)]

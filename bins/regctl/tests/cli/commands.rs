@@ -308,6 +308,20 @@ fn artifact_list_shows_referrers_from_the_tag_schema() {
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"
     );
+
+    // Deleting the signature takes it out of the tag schema (Distribution has no referrers
+    // API); the emptied index goes away with its tag.
+    let fallback_tag = vch_registry::Digest::parse(&pushed.manifest_digest)
+        .unwrap()
+        .referrers_tag();
+    let tags = home.ok(&["tag", "ls", &format!("{host}/team/signed")]);
+    assert!(tags.contains(&fallback_tag), "{tags}");
+    home.ok(&["manifest", "delete", &format!("{host}/team/signed:sig")]);
+    assert_eq!(home.ok(&["artifact", "list", &r]), "");
+    assert_eq!(
+        home.ok(&["tag", "ls", &format!("{host}/team/signed")]),
+        "v1\n"
+    );
 }
 
 /// The size of the manifest `digest` in `team/signed`, as `manifest head --json` reports it.

@@ -150,3 +150,63 @@ fn referrers_api_answer_is_used_and_filtered() {
         assert!(none.manifests.is_empty());
     });
 }
+
+/// OCI distribution spec 1.1, "Deleting Manifests": without the referrers API the client
+/// takes a deleted referrer out of its subject's tag schema index, and an index left empty
+/// goes away with its tag.
+#[test]
+fn deleting_a_referrer_updates_the_tag_schema_on_distribution() {
+    let reg = plain_registry();
+    let image = TestImage::random("art/del", "v1")
+        .push(&HttpClient::plain(), reg.url())
+        .unwrap();
+    let client = plain_client(&reg);
+    let subject = Digest::parse(&image.manifest_digest).unwrap();
+    let size = image.manifest.len();
+    let tag = subject.referrers_tag();
+    runtime().block_on(async {
+        let sbom = push_artifact(&client, "art/del", &subject, size, SBOM, b"sbom").await;
+        let sig = push_artifact(&client, "art/del", &subject, size, SIG, b"signature").await;
+
+        client
+            .manifest_delete("art/del", sig.as_str())
+            .await
+            .unwrap();
+        let left = client.referrers("art/del", &subject, None).await.unwrap();
+        assert_eq!(left.source, ReferrersSource::TagSchema);
+        let digests: Vec<&str> = left.manifests.iter().map(|d| d.digest.as_str()).collect();
+        assert_eq!(digests, [sbom.as_str()]);
+        let err = client
+            .manifest_get("art/del", sig.as_str())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(404), "{err}");
+
+        // Removing it again finds nothing to remove.
+        let removed = client
+            .referrers_tag_remove("art/del", &subject, &sig)
+            .await
+            .unwrap();
+        assert!(!removed, "the index no longer lists it");
+
+        // The last referrer: the emptied index is deleted, and its tag with it.
+        client
+            .manifest_delete("art/del", sbom.as_str())
+            .await
+            .unwrap();
+        let none = client.referrers("art/del", &subject, None).await.unwrap();
+        assert!(none.manifests.is_empty(), "{:?}", none.manifests);
+        let tags = client.tags("art/del", None).await.unwrap();
+        assert_eq!(tags, ["v1"], "the referrers tag {tag} is gone");
+        assert!(
+            client
+                .manifest_head("art/del", &tag)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The subject itself is untouched.
+        let m = client.manifest_get("art/del", "v1").await.unwrap();
+        assert_eq!(m.digest, subject);
+    });
+}
