@@ -243,6 +243,10 @@ pub struct CopyArgs {
     /// Blobs copied at once.
     #[arg(long, default_value_t = vch_registry::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    /// Also copy the referrers (signatures, SBOMs) of the copied manifests, and theirs; the
+    /// target's `sha256-<hex>` tag is updated where it has no referrers API.
+    #[arg(long)]
+    pub referrers: bool,
 }
 
 /// Sets up logging on stderr (`-v` info, `-vv` debug; `RUST_LOG` overrides).
@@ -514,7 +518,9 @@ async fn image_cmd(cmd: ImageCmd, clients: &Clients, json: bool) -> anyhow::Resu
             } else {
                 clients.client(&d.registry).await?
             };
-            let mut opts = CopyOptions::default().concurrency(args.concurrency);
+            let mut opts = CopyOptions::default()
+                .concurrency(args.concurrency)
+                .referrers(args.referrers);
             if let Some(p) = &args.platform {
                 opts = opts.platform(Platform::parse(p)?);
             }
@@ -536,6 +542,7 @@ async fn image_cmd(cmd: ImageCmd, clients: &Clients, json: bool) -> anyhow::Resu
                     "digest": report.digest, "mediaType": report.media_type,
                     "copied": report.copied, "mounted": report.mounted,
                     "skipped": report.skipped, "resumed": report.resumed, "bytes": report.bytes,
+                    "referrers": report.referrers,
                 }))?;
             } else {
                 println!("{}", report.digest);

@@ -83,6 +83,7 @@ pub struct CopyOptions {
     platform: Option<Platform>,
     concurrency: usize,
     progress: Option<Progress>,
+    referrers: bool,
 }
 
 impl std::fmt::Debug for CopyOptions {
@@ -90,6 +91,7 @@ impl std::fmt::Debug for CopyOptions {
         f.debug_struct("CopyOptions")
             .field("platform", &self.platform)
             .field("concurrency", &self.concurrency)
+            .field("referrers", &self.referrers)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +102,7 @@ impl Default for CopyOptions {
             platform: None,
             concurrency: DEFAULT_CONCURRENCY,
             progress: None,
+            referrers: false,
         }
     }
 }
@@ -123,6 +126,14 @@ impl CopyOptions {
         self.progress = Some(progress);
         self
     }
+
+    /// Also copies the referrers (OCI 1.1: signatures, SBOMs, any manifest whose `subject`
+    /// is one of the copied manifests), after the image, and their referrers in turn
+    /// (default off, as regctl's `image copy` without `--referrers`).
+    pub fn referrers(mut self, on: bool) -> Self {
+        self.referrers = on;
+        self
+    }
 }
 
 /// What a copy did.
@@ -143,6 +154,8 @@ pub struct CopyReport {
     pub resumed: usize,
     /// Bytes streamed.
     pub bytes: u64,
+    /// Referrer manifests copied (with [`CopyOptions::referrers`]).
+    pub referrers: usize,
 }
 
 struct Side<'a> {
@@ -160,6 +173,11 @@ struct Side<'a> {
 /// on connection errors, 5xx, 429 (honouring `Retry-After`) and 401 (an expired token is
 /// refreshed); an upload that breaks mid-way resumes from the session's `Range` where the
 /// registry still has the session (see the crate docs).
+///
+/// With [`CopyOptions::referrers`], the referrers of every manifest copied (found with
+/// [`Client::referrers`] on the source: its API, else its tag schema) are copied next, each
+/// pushed by digest after its subject; the target indexes them (its referrers API, else
+/// the `sha256-<hex>` tag that [`Client::manifest_put`] updates).
 ///
 /// # Errors
 /// The first blob or manifest error; [`Error::NoPlatform`] when the platform is missing.
@@ -185,39 +203,95 @@ pub async fn copy_image(
         .unwrap_or_else(|| "latest".to_owned());
     let top = src.manifest_get(from.repo, &src_ref.target()).await?;
     let mut report = CopyReport::default();
-    match top.decode()? {
-        Manifest::Image { .. } => {
-            copy_one(&from, &to, top, &target, options, &mut report).await?;
+    let mut copied = Vec::new();
+    let chosen = match (&options.platform, top.decode()?) {
+        (Some(platform), index @ Manifest::Index { .. }) => {
+            let desc = index.select_platform(platform, &src_ref.to_string())?;
+            src.manifest_get(from.repo, &desc.digest).await?
         }
-        index @ Manifest::Index { .. } => {
-            if let Some(platform) = &options.platform {
-                let desc = index.select_platform(platform, &src_ref.to_string())?;
-                let child = src.manifest_get(from.repo, &desc.digest).await?;
-                copy_one(&from, &to, child, &target, options, &mut report).await?;
-            } else {
-                let Manifest::Index { manifests, .. } = &index else {
-                    return Err(Error::Unreachable("matched an index"));
-                };
-                for desc in manifests {
-                    let child = src.manifest_get(from.repo, &desc.digest).await?;
-                    let digest = child.digest.to_string();
-                    copy_one(&from, &to, child, &digest, options, &mut report).await?;
-                }
-                let digest = dst
-                    .manifest_put(to.repo, &target, &top.media_type, top.bytes.clone())
-                    .await?;
-                emit(
-                    options,
-                    &CopyEvent::ManifestPushed {
-                        digest: digest.to_string(),
-                    },
-                );
-                report.digest = digest.to_string();
-                report.media_type = top.media_type.clone();
-            }
-        }
+        _ => top,
+    };
+    report.media_type.clone_from(&chosen.media_type);
+    let digest = copy_manifest(
+        &from,
+        &to,
+        chosen,
+        &target,
+        options,
+        &mut report,
+        &mut copied,
+    )
+    .await?;
+    report.digest = digest.to_string();
+    if options.referrers {
+        copy_referrers(&from, &to, copied, options, &mut report).await?;
     }
     Ok(report)
+}
+
+/// Copies the referrers of each manifest in `subjects` (all copied already), then theirs.
+async fn copy_referrers(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    subjects: Vec<Digest>,
+    options: &CopyOptions,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let mut queue = std::collections::VecDeque::from(subjects);
+    let mut seen = std::collections::HashSet::new();
+    while let Some(subject) = queue.pop_front() {
+        let referrers = from.client.referrers(from.repo, &subject, None).await?;
+        for desc in referrers.manifests {
+            if !seen.insert(desc.digest.clone()) {
+                continue;
+            }
+            let manifest = from.client.manifest_get(from.repo, &desc.digest).await?;
+            tracing::debug!(%subject, referrer = desc.digest, "copying a referrer");
+            // Pushed by digest: the target's `manifest_put` indexes it under the subject
+            // (the tag schema where the target has no referrers API).
+            let mut more = Vec::new();
+            copy_manifest(from, to, manifest, &desc.digest, options, report, &mut more).await?;
+            report.referrers += 1;
+            // A signature of an SBOM refers to the SBOM.
+            queue.extend(more);
+        }
+    }
+    Ok(())
+}
+
+/// Copies an image manifest, or an index with every manifest it lists, under `target`; the
+/// digest pushed there. Every manifest copied (children and the index) goes to `copied`.
+async fn copy_manifest(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    manifest: crate::client::FetchedManifest,
+    target: &str,
+    options: &CopyOptions,
+    report: &mut CopyReport,
+    copied: &mut Vec<Digest>,
+) -> Result<Digest> {
+    let Manifest::Index { manifests, .. } = manifest.decode()? else {
+        let digest = copy_one(from, to, manifest, target, options, report).await?;
+        copied.push(digest.clone());
+        return Ok(digest);
+    };
+    for desc in &manifests {
+        let child = from.client.manifest_get(from.repo, &desc.digest).await?;
+        let digest = child.digest.to_string();
+        copied.push(copy_one(from, to, child, &digest, options, report).await?);
+    }
+    let digest = to
+        .client
+        .manifest_put(to.repo, target, &manifest.media_type, manifest.bytes)
+        .await?;
+    emit(
+        options,
+        &CopyEvent::ManifestPushed {
+            digest: digest.to_string(),
+        },
+    );
+    copied.push(digest.clone());
+    Ok(digest)
 }
 
 fn emit(options: &CopyOptions, event: &CopyEvent) {
@@ -226,7 +300,7 @@ fn emit(options: &CopyOptions, event: &CopyEvent) {
     }
 }
 
-/// Copies an image manifest's blobs, then the manifest under `target`.
+/// Copies an image manifest's blobs, then the manifest under `target`; its digest.
 async fn copy_one(
     from: &Side<'_>,
     to: &Side<'_>,
@@ -234,7 +308,7 @@ async fn copy_one(
     target: &str,
     options: &CopyOptions,
     report: &mut CopyReport,
-) -> Result<()> {
+) -> Result<Digest> {
     let decoded = manifest.decode()?;
     if let Manifest::Index { .. } = decoded {
         return Err(Error::Manifest {
@@ -304,9 +378,7 @@ async fn copy_one(
             digest: digest.to_string(),
         },
     );
-    report.digest = digest.to_string();
-    report.media_type = manifest.media_type;
-    Ok(())
+    Ok(digest)
 }
 
 /// Copies one blob, with retries; the outcome and how many times its upload resumed.

@@ -249,27 +249,27 @@ fn login_over_tls_with_htpasswd_and_policy_gate() {
     );
 }
 
-#[test]
-fn artifact_list_shows_referrers_from_the_tag_schema() {
+/// Pushes a signature artifact (tagged `sig`) whose subject is `pushed`, through the
+/// library client, so the tag schema index of a Distribution registry lists it; its digest.
+fn push_signature(
+    host: &str,
+    repo: &str,
+    pushed: &vch_testbed::PushedImage,
+) -> vch_registry::Digest {
     use vch_registry::{Client, DOCKER_MANIFEST, HostSettings, OCI_MANIFEST, PlainHttp};
-    let reg = Registry::start().unwrap();
-    let pushed = TestImage::random("team/signed", "v1")
-        .push(&HttpClient::plain(), reg.url())
-        .unwrap();
-    let host = reg.addr();
-    let settings = HostSettings::builder(&host)
+    let settings = HostSettings::builder(host)
         .dangerous()
         .plain_http(PlainHttp::Only)
         .build()
         .unwrap();
-    let client = Client::builder(&host).settings(settings).build().unwrap();
+    let client = Client::builder(host).settings(settings).build().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let sig = rt.block_on(async {
+    rt.block_on(async {
         let config = client
-            .push_blob("team/signed", bytes::Bytes::from_static(b"{}"))
+            .push_blob(repo, bytes::Bytes::from_static(b"{}"))
             .await
             .unwrap();
         let manifest = serde_json::json!({
@@ -281,10 +281,20 @@ fn artifact_list_shows_referrers_from_the_tag_schema() {
         })
         .to_string();
         client
-            .manifest_put("team/signed", "sig", OCI_MANIFEST, bytes::Bytes::from(manifest))
+            .manifest_put(repo, "sig", OCI_MANIFEST, bytes::Bytes::from(manifest))
             .await
             .unwrap()
-    });
+    })
+}
+
+#[test]
+fn artifact_list_shows_referrers_from_the_tag_schema() {
+    let reg = Registry::start().unwrap();
+    let pushed = TestImage::random("team/signed", "v1")
+        .push(&HttpClient::plain(), reg.url())
+        .unwrap();
+    let host = reg.addr();
+    let sig = push_signature(&host, "team/signed", &pushed);
     let home = Home::new();
     home.ok(&["registry", "set", &host, "--tls", "disabled"]);
     let r = format!("{host}/team/signed:v1");
@@ -322,6 +332,36 @@ fn artifact_list_shows_referrers_from_the_tag_schema() {
         home.ok(&["tag", "ls", &format!("{host}/team/signed")]),
         "v1\n"
     );
+}
+
+#[test]
+fn image_copy_with_referrers_carries_the_signature() {
+    let (src, dst) = (Registry::start().unwrap(), Registry::start().unwrap());
+    let pushed = TestImage::random("team/signed", "v1")
+        .push(&HttpClient::plain(), src.url())
+        .unwrap();
+    let sig = push_signature(&src.addr(), "team/signed", &pushed);
+    let home = Home::new();
+    for host in [src.addr(), dst.addr()] {
+        home.ok(&["registry", "set", &host, "--tls", "disabled"]);
+    }
+    let from = format!("{}/team/signed:v1", src.addr());
+    let to = format!("{}/copied/app:v1", dst.addr());
+    let report: serde_json::Value =
+        serde_json::from_str(&home.ok(&["image", "copy", "--referrers", &from, &to, "--json"]))
+            .unwrap();
+    assert_eq!(report["digest"], pushed.manifest_digest.as_str());
+    assert_eq!(report["referrers"], 1);
+    let listed = home.ok(&["artifact", "list", &to]);
+    assert!(
+        listed.starts_with(&format!("{sig}\tapplication/vnd.example.sig\t")),
+        "{listed}"
+    );
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    // Without --referrers the copy leaves them behind.
+    let bare = format!("{}/bare/app:v1", dst.addr());
+    home.ok(&["image", "copy", &from, &bare]);
+    assert_eq!(home.ok(&["artifact", "list", &bare]), "");
 }
 
 /// The size of the manifest `digest` in `team/signed`, as `manifest head --json` reports it.

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use vch_registry::{
-    Client, DOCKER_MANIFEST, Descriptor, Digest, HostSettings, OCI_INDEX, OCI_MANIFEST, PlainHttp,
-    ReferrersSource,
+    Client, CopyOptions, DOCKER_MANIFEST, Descriptor, Digest, HostSettings, OCI_INDEX,
+    OCI_MANIFEST, PlainHttp, Reference, ReferrersSource, copy_image,
 };
 use vch_testbed::{HttpClient, TestImage};
 
@@ -208,5 +208,71 @@ fn deleting_a_referrer_updates_the_tag_schema_on_distribution() {
         // The subject itself is untouched.
         let m = client.manifest_get("art/del", "v1").await.unwrap();
         assert_eq!(m.digest, subject);
+    });
+}
+
+/// `CopyOptions::referrers`: an image's SBOM, and the SBOM's signature, follow the image
+/// between two Distribution registries (no referrers API on either side: read from the
+/// source's tag schema, indexed in the target's).
+#[test]
+fn copy_carries_referrers_between_registries() {
+    let src_reg = plain_registry();
+    let dst_reg = plain_registry();
+    let image = TestImage::random("art/copy", "v1")
+        .push(&HttpClient::plain(), src_reg.url())
+        .unwrap();
+    let (src, dst) = (plain_client(&src_reg), plain_client(&dst_reg));
+    let subject = Digest::parse(&image.manifest_digest).unwrap();
+    let s = Reference::parse(&format!("{}/art/copy:v1", src_reg.addr())).unwrap();
+    let plain = Reference::parse(&format!("{}/plain/copy:v1", dst_reg.addr())).unwrap();
+    let d = Reference::parse(&format!("{}/with/refs:v1", dst_reg.addr())).unwrap();
+    runtime().block_on(async {
+        let size = image.manifest.len();
+        let sbom = push_artifact(&src, "art/copy", &subject, size, SBOM, b"sbom").await;
+        let sbom_size = src
+            .manifest_get("art/copy", sbom.as_str())
+            .await
+            .unwrap()
+            .bytes
+            .len();
+        let sig = push_artifact(&src, "art/copy", &sbom, sbom_size, SIG, b"signature").await;
+
+        // Off by default: only the image.
+        let r = copy_image(&src, &s, &dst, &plain, &CopyOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(r.referrers, 0);
+        let none = dst.referrers("plain/copy", &subject, None).await.unwrap();
+        assert!(none.manifests.is_empty());
+
+        let r = copy_image(&src, &s, &dst, &d, &CopyOptions::default().referrers(true))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.digest, image.manifest_digest,
+            "the report names the image"
+        );
+        assert_eq!(r.referrers, 2);
+        let on_image = dst.referrers("with/refs", &subject, None).await.unwrap();
+        assert_eq!(on_image.source, ReferrersSource::TagSchema);
+        let digests: Vec<&str> = on_image
+            .manifests
+            .iter()
+            .map(|d| d.digest.as_str())
+            .collect();
+        assert_eq!(digests, [sbom.as_str()]);
+        assert_eq!(on_image.manifests[0].artifact_type.as_deref(), Some(SBOM));
+        let on_sbom = dst.referrers("with/refs", &sbom, None).await.unwrap();
+        let digests: Vec<&str> = on_sbom
+            .manifests
+            .iter()
+            .map(|d| d.digest.as_str())
+            .collect();
+        assert_eq!(digests, [sig.as_str()]);
+        // The artifacts' blobs came along.
+        let m = dst.manifest_get("with/refs", sig.as_str()).await.unwrap();
+        let layer = Digest::sha256(b"signature");
+        assert!(dst.blob_head("with/refs", &layer).await.unwrap().is_some());
+        assert_eq!(m.digest, sig);
     });
 }
