@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::process::{self, PORT_ATTEMPTS, Supervised};
+use crate::process::{self, Supervised};
 
 /// Default bound on the wait for a first answer.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,16 +117,7 @@ impl DnsBuilder {
     /// the log tail when it does not come up.
     pub fn start(self) -> Result<Dns> {
         let binary = process::find_binary("dnsmasq", "dnsmasq")?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.start_once(&binary) {
-                Err(e) if e.is_port_clash() && attempt < PORT_ATTEMPTS => {
-                    tracing::debug!(attempt, "dnsmasq lost a port race, retrying");
-                }
-                other => return other,
-            }
-        }
+        process::retry_port_clash("dnsmasq", || self.start_once(&binary))
     }
 
     fn start_once(&self, binary: &Path) -> Result<Dns> {

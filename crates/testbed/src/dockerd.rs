@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
-use crate::process::{self, PORT_ATTEMPTS, Supervised, flag};
+use crate::process::{self, Supervised, flag};
 
 /// Default bound on the wait for `/_ping`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -122,16 +122,7 @@ impl DockerdBuilder {
         // dockerd starts its own containerd from PATH; fail with the package name, not a log.
         process::find_binary("containerd", "containerd")?;
         process::find_binary("runc", "runc")?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.start_once(&binary) {
-                Err(e) if e.is_port_clash() && attempt < PORT_ATTEMPTS => {
-                    tracing::debug!(attempt, "dockerd lost a port race, retrying");
-                }
-                other => return other,
-            }
-        }
+        process::retry_port_clash("dockerd", || self.start_once(&binary))
     }
 
     fn start_once(&self, binary: &Path) -> Result<Dockerd> {

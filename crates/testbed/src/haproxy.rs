@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::process::{self, PORT_ATTEMPTS, Supervised};
+use crate::process::{self, Supervised};
 
 /// Default bound on the wait for the listener.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,16 +56,7 @@ impl HaproxyBuilder {
             });
         }
         let binary = process::find_binary("haproxy", "haproxy")?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.start_once(&binary) {
-                Err(e) if e.is_port_clash() && attempt < PORT_ATTEMPTS => {
-                    tracing::debug!(attempt, "haproxy lost a port race, retrying");
-                }
-                other => return other,
-            }
-        }
+        process::retry_port_clash("haproxy", || self.start_once(&binary))
     }
 
     fn start_once(&self, binary: &Path) -> Result<Haproxy> {

@@ -18,7 +18,22 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How many log lines a start error carries.
 const TAIL_LINES: usize = 40;
 /// How many times a start is retried after losing a race for a free port.
-pub(crate) const PORT_ATTEMPTS: usize = 5;
+const PORT_ATTEMPTS: usize = 5;
+
+/// Runs `start` until it does not lose a race for a free port (another process took the port
+/// between our probe and the component's bind), at most [`PORT_ATTEMPTS`] times.
+pub(crate) fn retry_port_clash<T>(what: &str, mut start: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match start() {
+            Err(e) if e.is_port_clash() && attempt < PORT_ATTEMPTS => {
+                tracing::debug!(attempt, "{what} lost a port race, retrying");
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Finds `binary` in `PATH`, then in `/usr/sbin` and `/sbin` (where Debian puts `dockerd` and
 /// `dnsmasq`, not always in a non-root `PATH`).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
-use crate::process::{self, PORT_ATTEMPTS, Supervised};
+use crate::process::{self, Supervised};
 
 /// Default bound on the wait for `/v2/`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -91,16 +91,7 @@ impl RegistryBuilder {
     /// [`Error::Exited`] or [`Error::Timeout`] with the log tail when it does not come up.
     pub fn start(self) -> Result<Registry> {
         let binary = process::find_binary("docker-registry", "docker-registry")?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.start_once(&binary) {
-                Err(e) if e.is_port_clash() && attempt < PORT_ATTEMPTS => {
-                    tracing::debug!(attempt, "registry lost a port race, retrying");
-                }
-                other => return other,
-            }
-        }
+        process::retry_port_clash("registry", || self.start_once(&binary))
     }
 
     fn start_once(&self, binary: &Path) -> Result<Registry> {
