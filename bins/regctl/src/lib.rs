@@ -266,7 +266,16 @@ pub fn init_tracing(verbose: u8) {
 
 /// Prints the error as one line and returns exit code 1.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("regctl: {err:#}");
+    // A cause whose text the line already holds is left out (many errors print their source).
+    let line = err.chain().skip(1).fold(err.to_string(), |line, cause| {
+        let cause = cause.to_string();
+        if line.contains(&cause) {
+            line
+        } else {
+            format!("{line}: {cause}")
+        }
+    });
+    eprintln!("regctl: {line}");
     ExitCode::from(EXIT_FAILED)
 }
 

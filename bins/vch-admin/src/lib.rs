@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 /// Exit code for usage and configuration errors.
 pub const EXIT_USAGE: u8 = 2;
 
-/// Create, serve, check, update and inspect a VCH.
+/// Create, serve, check and inspect a VCH.
 #[derive(Debug, Parser)]
 #[command(name = "vch-admin", version, about)]
 pub struct Cli {
@@ -92,6 +92,37 @@ pub fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
 
 /// Prints an error as one line on stderr and returns the usage/configuration exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("vch-admin: {err:#}");
+    eprintln!("vch-admin: {}", one_line(err));
     ExitCode::from(EXIT_USAGE)
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text the line already
+/// holds (many errors print their source in their own message too).
+pub fn one_line(err: &anyhow::Error) -> String {
+    err.chain().skip(1).fold(err.to_string(), |line, cause| {
+        let cause = cause.to_string();
+        if line.contains(&cause) {
+            line
+        } else {
+            format!("{line}: {cause}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn one_line_leaves_out_causes_already_printed() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let err =
+            anyhow::Error::new(io).context("cannot listen on 127.0.0.1:1: Address already in use");
+        assert_eq!(
+            one_line(&err),
+            "cannot listen on 127.0.0.1:1: Address already in use"
+        );
+        let err = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot write x");
+        assert_eq!(one_line(&err), "cannot write x: disk full");
+    }
 }
