@@ -30,7 +30,7 @@ pub use manifest::{
     ACCEPT_ALL, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Manifest, OCI_INDEX,
     OCI_MANIFEST, Platform,
 };
-pub use proxy::ProxyConfig;
+pub use proxy::{PROXY_CA_FILE_VAR, ProxyConfig};
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API, Digest, Hasher, Reference};
 pub use referrers::{Referrers, ReferrersSource};
 pub use settings::{

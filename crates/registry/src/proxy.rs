@@ -3,14 +3,21 @@
 //! which the Docker daemon and CLI use, so one environment means the same to both.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use base64::Engine as _;
 
 use crate::error::{Error, Result};
 
-/// Where and how to reach a proxy: `http://[user:password@]host[:port]`.
+/// The variable naming a PEM file of CAs trusted for `https://` proxies, besides the system
+/// bundle ([`ProxyConfig::from_env`]).
+pub const PROXY_CA_FILE_VAR: &str = "VCH_PROXY_CA_FILE";
+
+/// Where and how to reach a proxy: `http[s]://[user:password@]host[:port]`.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct ProxyUrl {
+    /// `https://`: TLS to the proxy itself.
+    pub(crate) tls: bool,
     /// Host to dial (brackets removed from IPv6).
     pub(crate) host: String,
     pub(crate) port: u16,
@@ -27,10 +34,11 @@ impl std::fmt::Debug for ProxyUrl {
 
 impl std::fmt::Display for ProxyUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
         if self.host.contains(':') {
-            write!(f, "http://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "http://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -73,18 +81,20 @@ fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
 }
 
 impl ProxyUrl {
-    /// Parses a proxy URL as Go does: a value without a scheme is `http://`.
+    /// Parses a proxy URL as Go does: a value without a scheme is `http://`; the port
+    /// defaults to 80 for `http://` and 443 for `https://`.
     fn parse(var: &str, value: &str) -> Result<Self> {
         let bad = |reason: &str| Error::Settings {
             host: var.to_owned(),
             reason: format!("proxy {value:?}: {reason}"),
         };
-        let rest = match value.split_once("://") {
-            None => value,
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        let (tls, rest) = match value.split_once("://") {
+            None => (false, value),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
             Some((scheme, _)) => {
                 return Err(bad(&format!(
-                    "{scheme}:// proxies are not supported (only http://, which tunnels https with CONNECT)"
+                    "{scheme}:// proxies are not supported (only http:// and https://)"
                 )));
             }
         };
@@ -98,6 +108,7 @@ impl ProxyUrl {
             return Err(bad("no host"));
         }
         let port = match port {
+            None | Some("") if tls => 443,
             None | Some("") => 80,
             Some(p) => p.parse().map_err(|_| bad("bad port"))?,
         };
@@ -110,6 +121,7 @@ impl ProxyUrl {
             )
         });
         Ok(Self {
+            tls,
             host: host.to_owned(),
             port,
             authorization,
@@ -174,11 +186,18 @@ fn in_cidr(net: IpAddr, len: u8, ip: IpAddr) -> bool {
 ///
 /// Ports compare after the default is filled in (443 for https, 80 for http). As in Go,
 /// `localhost` and loopback addresses are never proxied.
+///
+/// A proxy URL may be `https://` (TLS to the proxy, then `CONNECT` inside it for https
+/// registries: TLS within TLS). The proxy's certificate is verified against the system
+/// bundle plus the CA files of [`ProxyConfig::proxy_ca_file`] (from the environment:
+/// [`PROXY_CA_FILE_VAR`]), never against a registry's own CAs: as curl keeps `--cacert` and
+/// `--proxy-cacert` apart, a registry's private CA does not vouch for the proxy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyConfig {
     http: Option<ProxyUrl>,
     https: Option<ProxyUrl>,
     no_proxy: Vec<NoProxyEntry>,
+    ca_files: Vec<PathBuf>,
 }
 
 impl ProxyConfig {
@@ -189,7 +208,8 @@ impl ProxyConfig {
     }
 
     /// From `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` (upper case first, then lower case, as
-    /// Go reads them). An empty variable is unset.
+    /// Go reads them), and [`PROXY_CA_FILE_VAR`] for `https://` proxies. An empty variable is
+    /// unset.
     ///
     /// # Errors
     /// As [`ProxyConfig::new`].
@@ -207,19 +227,44 @@ impl ProxyConfig {
                 .filter(|v| !v.is_empty())
                 .or_else(|| lookup(&upper.to_ascii_lowercase()).filter(|v| !v.is_empty()))
         };
-        Self::new(
+        let config = Self::new(
             get("HTTP_PROXY").as_deref(),
             get("HTTPS_PROXY").as_deref(),
             get("NO_PROXY").as_deref().unwrap_or_default(),
-        )
+        )?;
+        Ok(match lookup(PROXY_CA_FILE_VAR).filter(|v| !v.is_empty()) {
+            Some(path) => config.proxy_ca_file(path),
+            None => config,
+        })
+    }
+
+    /// Trusts the CA certificates in this PEM file for `https://` proxies too (read when
+    /// [`crate::HostSettingsBuilder::build`] compiles the settings).
+    #[must_use]
+    pub fn proxy_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_files.push(path.into());
+        self
+    }
+
+    /// Whether a proxy URL is `https://`.
+    pub(crate) fn has_tls_proxy(&self) -> bool {
+        [&self.http, &self.https]
+            .into_iter()
+            .flatten()
+            .any(|p| p.tls)
+    }
+
+    /// The CA files of [`ProxyConfig::proxy_ca_file`].
+    pub(crate) fn ca_files(&self) -> &[PathBuf] {
+        &self.ca_files
     }
 
     /// A proxy for `http://` requests, one for `https://` requests (CONNECT tunnels), and the
     /// `NO_PROXY` list.
     ///
     /// # Errors
-    /// [`Error::Settings`] for a proxy URL that is not `http://` (https and socks5 proxies
-    /// are not supported), or has no host or a bad port.
+    /// [`Error::Settings`] for a proxy URL that is neither `http://` nor `https://` (socks5
+    /// proxies are not supported), or has no host or a bad port.
     pub fn new(http: Option<&str>, https: Option<&str>, no_proxy: &str) -> Result<Self> {
         let parse = |var: &str, v: Option<&str>| {
             v.filter(|v| !v.trim().is_empty())
@@ -230,6 +275,7 @@ impl ProxyConfig {
             http: parse("HTTP_PROXY", http)?,
             https: parse("HTTPS_PROXY", https)?,
             no_proxy: parse_no_proxy(no_proxy),
+            ca_files: Vec::new(),
         })
     }
 
@@ -239,7 +285,7 @@ impl ProxyConfig {
         self.http.is_none() && self.https.is_none()
     }
 
-    /// The proxy (`http://host:port`, without credentials) a request to `scheme://host:port`
+    /// The proxy (`http[s]://host:port`, without credentials) a request to `scheme://host:port`
     /// goes through, `None` for a direct connection. `host` may be bracketed IPv6.
     #[must_use]
     pub fn proxy_for(&self, scheme: &str, host: &str, port: Option<u16>) -> Option<String> {
@@ -425,6 +471,12 @@ mod tests {
             Some("http://proxy.example:80")
         );
         assert!(ProxyConfig::new(None, Some("socks5://p:1080"), "").is_err());
+        let tls = ProxyConfig::new(None, Some("HTTPS://u:p@tls-proxy"), "").unwrap();
+        assert!(tls.has_tls_proxy());
+        let p = tls.select("https", "reg", None).unwrap();
+        assert_eq!(p.to_string(), "https://tls-proxy:443");
+        assert!(p.authorization.is_some());
+        assert!(!c.has_tls_proxy());
         assert!(ProxyConfig::new(None, Some("http://p:notaport"), "").is_err());
         assert!(ProxyConfig::new(Some(""), None, "").unwrap().is_empty());
     }
@@ -449,5 +501,13 @@ mod tests {
             Some("http://lower:3")
         );
         assert_eq!(c.proxy_for("https", "reg.example", None), None);
+        assert!(c.ca_files().is_empty());
+        let with_ca = ProxyConfig::from_lookup(|name| match name {
+            "HTTPS_PROXY" => Some("https://p:8443".to_owned()),
+            PROXY_CA_FILE_VAR => Some("/etc/proxy-ca.pem".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(with_ca.ca_files(), [PathBuf::from("/etc/proxy-ca.pem")]);
     }
 }

@@ -58,6 +58,8 @@ pub struct HostSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) proxy: Arc<ProxyConfig>,
+    /// For `https://` proxies: system roots plus the proxy CA files.
+    pub(crate) proxy_tls: Option<Arc<ClientConfig>>,
 }
 
 impl HostSettings {
@@ -177,8 +179,8 @@ impl HostSettingsBuilder {
     /// # Errors
     /// [`Error::Pki`] for an unreadable CA, certificate or key file (or a key that does not
     /// belong to its certificate); [`Error::Settings`] for a `certs.d` directory with a
-    /// `.cert` and no matching `.key`, a client certificate with `plain_http(Only)`, or an
-    /// unusable proxy variable.
+    /// `.cert` and no matching `.key`, a client certificate with `plain_http(Only)`, an
+    /// unusable proxy variable, or an unreadable proxy CA file.
     pub fn build(self) -> Result<HostSettings> {
         let proxy = Arc::new(match &self.proxy {
             Some(p) => p.clone(),
@@ -187,6 +189,11 @@ impl HostSettingsBuilder {
         let settings_err = |reason: String| Error::Settings {
             host: self.host.clone(),
             reason,
+        };
+        let proxy_tls = if proxy.has_tls_proxy() {
+            Some(proxy_tls_config(&proxy).map_err(settings_err)?)
+        } else {
+            None
         };
         let mut ca_files = self.ca_files.clone();
         let mut client = self.client.clone();
@@ -211,6 +218,7 @@ impl HostSettingsBuilder {
                 connect_timeout: self.connect_timeout,
                 request_timeout: self.request_timeout,
                 proxy,
+                proxy_tls,
             });
         }
         let provider = vch_pki::provider();
@@ -262,8 +270,39 @@ impl HostSettingsBuilder {
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
             proxy,
+            proxy_tls,
         })
     }
+}
+
+/// The TLS client configuration for `https://` proxies: the system bundle plus the proxy CA
+/// files, no client certificate.
+fn proxy_tls_config(proxy: &ProxyConfig) -> std::result::Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(system_roots().iter().cloned());
+    for path in proxy.ca_files() {
+        let certs = vch_pki::load_certificates(path)
+            .map_err(|e| format!("proxy CA file {}: {e}", path.display()))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("proxy CA certificate in {}: {e}", path.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "no CA to verify the https proxy with: the system bundle was not found and \
+             {} is not set",
+            crate::proxy::PROXY_CA_FILE_VAR
+        ));
+    }
+    let mut config = ClientConfig::builder_with_provider(vch_pki::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The insecure options of a [`HostSettingsBuilder`], reached through

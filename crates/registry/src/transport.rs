@@ -56,79 +56,97 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-/// A TCP or TLS connection.
-pub(crate) enum Stream {
+/// The connection to the registry or to the proxy: TCP, or TLS to an `https://` proxy.
+pub(crate) enum Base {
     Tcp(TcpStream),
+    ProxyTls(Box<TlsStream<TcpStream>>),
+}
+
+/// A connection hyper speaks HTTP on.
+pub(crate) enum Stream {
+    Plain(Base),
     /// To an HTTP proxy, which takes absolute-form requests for plain-HTTP registries.
-    ProxiedTcp(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Proxied(Base),
+    /// TLS to the registry (through a `CONNECT` tunnel when proxied).
+    Tls(Box<TlsStream<Base>>),
 }
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
         // `proxy(true)` makes hyper-util send absolute-form request targets.
-        Connected::new().proxy(matches!(self, Self::ProxiedTcp(_)))
+        Connected::new().proxy(matches!(self, Self::Proxied(_)))
     }
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+/// Forwards the tokio I/O traits to whichever variant is inside.
+macro_rules! delegate_io {
+    ($ty:ident { $($variant:ident),+ }) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_read(cx, buf),)+
+                }
+            }
         }
-    }
+
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                b: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_write(cx, b),)+
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_flush(cx),)+
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_shutdown(cx),)+
+                }
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $(Self::$variant(s) => Pin::new(s).poll_write_vectored(cx, bufs),)+
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $(Self::$variant(s) => s.is_write_vectored(),)+
+                }
+            }
+        }
+    };
 }
 
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_write(cx, b),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) | Self::ProxiedTcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Tcp(s) | Self::ProxiedTcp(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
-    }
-}
+delegate_io!(Base { Tcp, ProxyTls });
+delegate_io!(Stream {
+    Plain,
+    Proxied,
+    Tls
+});
 
 /// Dials `http://` over TCP and `https://` over TLS with the host's configuration.
 #[derive(Clone)]
 pub(crate) struct Connector {
     tls: Option<Arc<ClientConfig>>,
+    proxy_tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
     proxy: Arc<ProxyConfig>,
 }
@@ -146,10 +164,11 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
+        let proxy_tls = self.proxy_tls.clone();
         let timeout = self.timeout;
         let proxy = self.proxy.clone();
         Box::pin(async move {
-            tokio::time::timeout(timeout, connect(uri, tls, &proxy))
+            tokio::time::timeout(timeout, connect(uri, tls, proxy_tls, &proxy))
                 .await
                 .unwrap_or(Err(ConnectError::Timeout))
         })
@@ -159,6 +178,7 @@ impl tower_service::Service<Uri> for Connector {
 async fn connect(
     uri: Uri,
     tls: Option<Arc<ClientConfig>>,
+    proxy_tls: Option<Arc<ClientConfig>>,
     proxy: &ProxyConfig,
 ) -> Result<TokioIo<Stream>, ConnectError> {
     let https = uri.scheme_str() == Some("https");
@@ -182,37 +202,63 @@ async fn connect(
     };
     // Latency matters more than packet count for small registry requests.
     let _ = tcp.set_nodelay(true);
+    let base = match via {
+        Some(p) if p.tls => Base::ProxyTls(Box::new(proxy_handshake(tcp, p, proxy_tls).await?)),
+        _ => Base::Tcp(tcp),
+    };
     if !https {
         return Ok(TokioIo::new(if via.is_some() {
-            Stream::ProxiedTcp(tcp)
+            Stream::Proxied(base)
         } else {
-            Stream::Tcp(tcp)
+            Stream::Plain(base)
         }));
     }
-    let tcp = match via {
-        Some(p) => tunnel(tcp, p, &host, port).await?,
-        None => tcp,
+    let base = match via {
+        Some(p) => tunnel(base, p, &host, port).await?,
+        None => base,
     };
     let config = tls.ok_or_else(|| ConnectError::Tls("tls is not configured".into()))?;
     let name = ServerName::try_from(host.clone())
         .map_err(|e| ConnectError::Tls(format!("bad server name {host:?}: {e}")))?;
     let stream = TlsConnector::from(config)
-        .connect(name, tcp)
+        .connect(name, base)
         .await
         .map_err(|e| ConnectError::Tls(tls_reason(&e)))?;
     Ok(TokioIo::new(Stream::Tls(Box::new(stream))))
+}
+
+/// TLS to an `https://` proxy, verified as [`ProxyConfig`] describes.
+async fn proxy_handshake(
+    tcp: TcpStream,
+    proxy: &ProxyUrl,
+    config: Option<Arc<ClientConfig>>,
+) -> Result<TlsStream<TcpStream>, ConnectError> {
+    let config =
+        config.ok_or_else(|| ConnectError::Proxy(format!("{proxy}: tls is not configured")))?;
+    let name = ServerName::try_from(proxy.host.clone())
+        .map_err(|e| ConnectError::Proxy(format!("{proxy}: bad server name: {e}")))?;
+    TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            ConnectError::Proxy(format!(
+                "{proxy}: tls handshake failed: {}; trust the proxy's CA with {}=FILE",
+                tls_reason(&e),
+                crate::proxy::PROXY_CA_FILE_VAR
+            ))
+        })
 }
 
 /// Longest CONNECT answer head read from a proxy.
 const MAX_PROXY_HEAD: usize = 16 << 10;
 
 /// Opens a tunnel through an HTTP proxy (`CONNECT host:port`, RFC 9110 §9.3.6).
-async fn tunnel(
-    mut tcp: TcpStream,
+async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: S,
     proxy: &ProxyUrl,
     host: &str,
     port: u16,
-) -> Result<TcpStream, ConnectError> {
+) -> Result<S, ConnectError> {
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -273,6 +319,7 @@ impl Transport {
     pub(crate) fn new(settings: HostSettings) -> Self {
         let connector = Connector {
             tls: settings.tls.clone(),
+            proxy_tls: settings.proxy_tls.clone(),
             timeout: settings.connect_timeout,
             proxy: settings.proxy.clone(),
         };

@@ -5,6 +5,7 @@
 
 mod commands;
 mod interop;
+mod proxy;
 
 use std::io::Write as _;
 use std::path::Path;

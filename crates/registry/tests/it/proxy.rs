@@ -1,13 +1,14 @@
 //! Proxies: plain-HTTP registries through absolute-form requests, TLS registries through
-//! CONNECT tunnels, proxy credentials, and NO_PROXY bypass, with a real forward proxy
-//! ([`TestProxy`]) in front of real Distribution registries. The registry is named
+//! CONNECT tunnels, proxy credentials, NO_PROXY bypass, and `https://` proxies, with a real
+//! forward proxy ([`TestProxy`], behind a rustls [`TlsFront`] for `https://`) in front of
+//! real Distribution registries. The registry is named
 //! `registry.test`, which only the proxy resolves: reaching it proves the proxy was used.
 
 use bytes::Bytes;
 use vch_registry::{Client, Digest, Error, HostSettings, PlainHttp, ProxyConfig};
 use vch_testbed::{HttpClient, TestImage};
 
-use crate::support::{Pki, TestProxy, plain_registry, runtime, tls_registry};
+use crate::support::{Pki, TestProxy, TlsFront, plain_registry, runtime, tls_registry};
 
 fn port_of(addr: &str) -> &str {
     addr.rsplit_once(':').unwrap().1
@@ -135,4 +136,79 @@ fn tls_registry_through_a_connect_tunnel_and_no_proxy_bypasses_it() {
     let err = rt.block_on(client.ping()).unwrap_err();
     assert!(matches!(&err, Error::Proxy { .. }), "{err}");
     assert!(err.to_string().contains("407"), "{err}");
+}
+
+/// `https://` proxies: TLS to the proxy, then `CONNECT` inside it and TLS to the registry
+/// within that (TLS in TLS), or absolute-form requests for a plain registry; the proxy's
+/// certificate is checked against the proxy CA, not the registry's.
+#[test]
+fn https_proxy_tunnels_tls_and_carries_plain_requests() {
+    let reg_pki = Pki::with_names(&["registry.test", "127.0.0.1"]);
+    let reg = tls_registry(&reg_pki);
+    let pushed = TestImage::random("tls/proxied", "v1")
+        .push(&HttpClient::tls(&reg_pki.ca_path()).unwrap(), reg.url())
+        .unwrap();
+    let plain = plain_registry();
+    let plain_pushed = TestImage::random("plain/proxied", "v1")
+        .push(&HttpClient::plain(), plain.url())
+        .unwrap();
+    let proxy = TestProxy::start(&["registry.test"], Some(("pu", "pw")));
+    let proxy_pki = Pki::new();
+    let front = TlsFront::start(&proxy_pki, proxy.addr);
+    let host = format!("registry.test:{}", port_of(&reg.addr()));
+    let plain_host = format!("registry.test:{}", port_of(&plain.addr()));
+    let url = front.url("pu:pw@");
+    let config = ProxyConfig::new(Some(&url), Some(&url), "")
+        .unwrap()
+        .proxy_ca_file(proxy_pki.ca_path());
+    let rt = runtime();
+
+    let settings = HostSettings::builder(&host)
+        .ca_file(reg_pki.ca_path())
+        .proxy(config.clone())
+        .build()
+        .unwrap();
+    let client = Client::builder(&host).settings(settings).build().unwrap();
+    let via_plain = plain_via(&plain_host, config);
+    rt.block_on(async {
+        let m = client.manifest_get("tls/proxied", "v1").await.unwrap();
+        assert_eq!(m.digest.as_str(), pushed.manifest_digest);
+        let d = client
+            .push_blob("tls/other", Bytes::from_static(b"tls in tls"))
+            .await
+            .unwrap();
+        assert_eq!(client.blob_head("tls/other", &d).await.unwrap(), Some(10));
+        let m = via_plain.manifest_get("plain/proxied", "v1").await.unwrap();
+        assert_eq!(m.digest.as_str(), plain_pushed.manifest_digest);
+    });
+    let lines = proxy.lines();
+    assert!(lines.contains(&format!("CONNECT {host}")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("GET http://{plain_host}/v2/"))),
+        "{lines:?}"
+    );
+    for l in &lines {
+        assert!(
+            *l == format!("CONNECT {host}") || l.contains(&format!(" http://{plain_host}/v2/")),
+            "{l}"
+        );
+    }
+    // Every connection to the proxy went through the TLS front.
+    assert!(front.handshakes.load(std::sync::atomic::Ordering::SeqCst) >= lines.len());
+
+    // The registry's CA does not vouch for the proxy: without the proxy CA the handshake
+    // with the proxy fails, and the error says how to trust it.
+    let untrusted = ProxyConfig::new(None, Some(&url), "").unwrap();
+    let settings = HostSettings::builder(&host)
+        .ca_file(reg_pki.ca_path())
+        .ca_file(proxy_pki.ca_path())
+        .proxy(untrusted)
+        .build()
+        .unwrap();
+    let client = Client::builder(&host).settings(settings).build().unwrap();
+    let err = rt.block_on(client.ping()).unwrap_err();
+    assert!(matches!(&err, Error::Proxy { .. }), "{err}");
+    assert!(err.to_string().contains("VCH_PROXY_CA_FILE"), "{err}");
 }

@@ -885,3 +885,70 @@ fn serve_upload(
 pub(crate) fn sha256(data: &[u8]) -> String {
     vch_registry::Digest::sha256(data).to_string()
 }
+
+/// A TLS terminator (rustls) that relays the plaintext to `target`: in front of
+/// [`TestProxy`] it makes an `https://` proxy. Counts completed handshakes.
+pub(crate) struct TlsFront {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) handshakes: Arc<AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TlsFront {
+    pub(crate) fn start(pki: &Pki, target: std::net::SocketAddr) -> Self {
+        let certs = vch_pki::load_certificates(&pki.cert()).unwrap();
+        let key = vch_pki::load_private_key(&pki.key()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(vch_pki::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = handshakes.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let conn = tokio::select! {
+                        _ = &mut stopped => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok((conn, _)) => conn,
+                            Err(_) => continue,
+                        },
+                    };
+                    let (acceptor, counted) = (acceptor.clone(), counted.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(conn).await else {
+                            return;
+                        };
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                    });
+                }
+            });
+        });
+        Self {
+            addr,
+            handshakes,
+            _stop: stop,
+        }
+    }
+
+    /// `https://[user:password@]127.0.0.1:port`.
+    pub(crate) fn url(&self, userinfo: &str) -> String {
+        format!("https://{userinfo}{}", self.addr)
+    }
+}
