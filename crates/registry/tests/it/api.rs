@@ -5,7 +5,10 @@ use bytes::Bytes;
 use vch_registry::{DOCKER_MANIFEST, Digest, Manifest, Mount};
 use vch_testbed::{HttpClient, TestImage};
 
-use crate::support::{plain_client, plain_registry, runtime};
+use crate::support::{
+    fetch_verified, plain_client, plain_client_at, plain_registry, plain_registry_with,
+    plain_settings, runtime,
+};
 
 #[test]
 fn ping_reports_api_version() {
@@ -19,12 +22,11 @@ fn ping_reports_api_version() {
 
 #[test]
 fn pull_manifests_by_tag_and_digest_and_blobs_with_ranges() {
-    let reg = plain_registry();
-    let pushed = TestImage::random("conf/pull", "v1")
-        .layers(2)
-        .layer_size(100_000)
-        .push(&HttpClient::plain(), reg.url())
-        .unwrap();
+    let (reg, pushed) = plain_registry_with(
+        TestImage::random("conf/pull", "v1")
+            .layers(2)
+            .layer_size(100_000),
+    );
     let client = plain_client(&reg);
     runtime().block_on(async {
         let by_tag = client.manifest_get("conf/pull", "v1").await.unwrap();
@@ -48,16 +50,9 @@ fn pull_manifests_by_tag_and_digest_and_blobs_with_ranges() {
             panic!("not an image")
         };
         assert_eq!(config.digest, pushed.config_digest);
-        let layer = Digest::parse(&layers[0].digest).unwrap();
-        let blob = client
-            .blob_get("conf/pull", &layer)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let blob = fetch_verified(&client, "conf/pull", &layers[0].digest).await;
         assert_eq!(blob.len() as u64, layers[0].size);
-        assert!(layer.matches(&blob));
+        let layer = Digest::parse(&layers[0].digest).unwrap();
         assert_eq!(
             client.blob_head("conf/pull", &layer).await.unwrap(),
             Some(layers[0].size)
@@ -266,15 +261,7 @@ fn retries_honour_retry_after_on_429_and_503() {
     )];
     for status in ["429 Too Many Requests", "503 Service Unavailable"] {
         let server = BrokenRegistry::start_flaky(routes.clone(), 2, status);
-        let settings = vch_registry::HostSettings::builder(&server.addr)
-            .dangerous()
-            .plain_http(vch_registry::PlainHttp::Only)
-            .build()
-            .unwrap();
-        let client = vch_registry::Client::builder(&server.addr)
-            .settings(settings)
-            .build()
-            .unwrap();
+        let client = plain_client_at(&server.addr);
         let started = std::time::Instant::now();
         let m = runtime()
             .block_on(client.manifest_get("flaky/app", digest.as_str()))
@@ -288,13 +275,8 @@ fn retries_honour_retry_after_on_429_and_503() {
         );
         // With fewer attempts than refusals, the registry's answer is the error.
         let server = BrokenRegistry::start_flaky(routes.clone(), 5, status);
-        let settings = vch_registry::HostSettings::builder(&server.addr)
-            .dangerous()
-            .plain_http(vch_registry::PlainHttp::Only)
-            .build()
-            .unwrap();
         let client = vch_registry::Client::builder(&server.addr)
-            .settings(settings)
+            .settings(plain_settings(&server.addr))
             .attempts(2)
             .build()
             .unwrap();

@@ -3,12 +3,13 @@
 use bytes::Bytes;
 use vch_registry::{
     BlobOutcome, CopyOptions, Credentials, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Digest, Error,
-    Platform, Reference, copy_image,
+    Platform, copy_image,
 };
 use vch_testbed::{HttpClient, TestImage};
 
 use crate::support::{
-    BrokenRegistry, Pki, plain_client, plain_registry, runtime, tls_client, tls_registry,
+    BrokenRegistry, Pki, fetch_verified, image_ref, plain_client, plain_client_at, plain_registry,
+    plain_registry_with, runtime, tls_client, tls_registry,
 };
 
 #[test]
@@ -23,8 +24,8 @@ fn copy_between_registries_then_skip_then_mount() {
         .unwrap();
     let src = plain_client(&src_reg);
     let dst = tls_client(&dst_reg, &pki, Credentials::Anonymous);
-    let s = Reference::parse(&format!("{}/src/app:v1", src_reg.addr())).unwrap();
-    let d = Reference::parse(&format!("{}/dst/app:copied", dst_reg.addr())).unwrap();
+    let s = image_ref(&src_reg.addr(), "src/app:v1");
+    let d = image_ref(&dst_reg.addr(), "dst/app:copied");
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let ev = events.clone();
     let opts = CopyOptions::default().progress(std::sync::Arc::new(move |e| {
@@ -38,15 +39,7 @@ fn copy_between_registries_then_skip_then_mount() {
         let back = dst.manifest_get("dst/app", "copied").await.unwrap();
         assert_eq!(back.bytes.as_ref(), pushed.manifest.as_slice());
         for l in &pushed.layer_digests {
-            let l = Digest::parse(l).unwrap();
-            let blob = dst
-                .blob_get("dst/app", &l)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            assert!(l.matches(&blob));
+            fetch_verified(&dst, "dst/app", l).await;
         }
         // Again: every blob is already there.
         let r = copy_image(&src, &s, &dst, &d, &CopyOptions::default())
@@ -54,7 +47,7 @@ fn copy_between_registries_then_skip_then_mount() {
             .unwrap();
         assert_eq!((r.copied, r.skipped), (0, 4));
         // Within one registry: mounted, not streamed.
-        let d2 = Reference::parse(&format!("{}/other/app:m", dst_reg.addr())).unwrap();
+        let d2 = image_ref(&dst_reg.addr(), "other/app:m");
         let r = copy_image(&dst, &d, &dst, &d2, &CopyOptions::default())
             .await
             .unwrap();
@@ -72,12 +65,11 @@ fn copy_between_registries_then_skip_then_mount() {
 
 #[test]
 fn corrupted_source_blob_is_detected_and_nothing_is_pushed() {
-    let real = plain_registry();
-    let pushed = TestImage::random("src/bad", "v1")
-        .layers(2)
-        .layer_size(1 << 20)
-        .push(&HttpClient::plain(), real.url())
-        .unwrap();
+    let (real, pushed) = plain_registry_with(
+        TestImage::random("src/bad", "v1")
+            .layers(2)
+            .layer_size(1 << 20),
+    );
     let client = plain_client(&real);
     let rt = runtime();
     // Serve the same image from a broken server that flips one byte of the second layer.
@@ -106,19 +98,11 @@ fn corrupted_source_blob_is_detected_and_nothing_is_pushed() {
         ));
     }
     let broken = BrokenRegistry::start(routes);
-    let src_settings = vch_registry::HostSettings::builder(&broken.addr)
-        .dangerous()
-        .plain_http(vch_registry::PlainHttp::Only)
-        .build()
-        .unwrap();
-    let src = vch_registry::Client::builder(&broken.addr)
-        .settings(src_settings)
-        .build()
-        .unwrap();
+    let src = plain_client_at(&broken.addr);
     let dst_reg = plain_registry();
     let dst = plain_client(&dst_reg);
-    let s = Reference::parse(&format!("{}/src/bad:v1", broken.addr)).unwrap();
-    let d = Reference::parse(&format!("{}/dst/bad:v1", dst_reg.addr())).unwrap();
+    let s = image_ref(&broken.addr, "src/bad:v1");
+    let d = image_ref(&dst_reg.addr(), "dst/bad:v1");
     rt.block_on(async {
         let err = copy_image(&src, &s, &dst, &d, &CopyOptions::default().concurrency(1))
             .await
@@ -161,8 +145,8 @@ fn index_copies_whole_or_one_platform() {
             .manifest_put("multi/app", "v1", DOCKER_MANIFEST_LIST, Bytes::from(index))
             .await
             .unwrap();
-        let s = Reference::parse(&format!("{}/multi/app:v1", reg.addr())).unwrap();
-        let all = Reference::parse(&format!("{}/copy/all:v1", dst_reg.addr())).unwrap();
+        let s = image_ref(&reg.addr(), "multi/app:v1");
+        let all = image_ref(&dst_reg.addr(), "copy/all:v1");
         let r = copy_image(&client, &s, &dst, &all, &CopyOptions::default())
             .await
             .unwrap();
@@ -174,7 +158,7 @@ fn index_copies_whole_or_one_platform() {
                 .unwrap()
                 .is_some()
         );
-        let one = Reference::parse(&format!("{}/copy/one:v1", dst_reg.addr())).unwrap();
+        let one = image_ref(&dst_reg.addr(), "copy/one:v1");
         let opts = CopyOptions::default().platform(Platform::parse("linux/arm64").unwrap());
         let r = copy_image(&client, &s, &dst, &one, &opts).await.unwrap();
         assert_eq!(r.digest, arm.manifest_digest);
@@ -194,16 +178,15 @@ fn index_copies_whole_or_one_platform() {
 
 #[test]
 fn registry_killed_mid_copy_leaves_no_half_image_and_a_retry_completes() {
-    let src_reg = plain_registry();
-    let pushed = TestImage::random("src/big", "v1")
-        .layers(6)
-        .layer_size(4 << 20)
-        .push(&HttpClient::plain(), src_reg.url())
-        .unwrap();
+    let (src_reg, pushed) = plain_registry_with(
+        TestImage::random("src/big", "v1")
+            .layers(6)
+            .layer_size(4 << 20),
+    );
     let dst_reg = plain_registry();
     let (src, dst) = (plain_client(&src_reg), plain_client(&dst_reg));
-    let s = Reference::parse(&format!("{}/src/big:v1", src_reg.addr())).unwrap();
-    let d = Reference::parse(&format!("{}/dst/big:v1", dst_reg.addr())).unwrap();
+    let s = image_ref(&src_reg.addr(), "src/big:v1");
+    let d = image_ref(&dst_reg.addr(), "dst/big:v1");
     let rt = runtime();
     // Kill the destination as soon as the first blob has landed.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -274,24 +257,13 @@ fn registry_killed_mid_copy_leaves_no_half_image_and_a_retry_completes() {
 /// instead of restarting, on a registry that keeps upload offsets server-side.
 #[test]
 fn broken_upload_resumes_from_the_registry_range() {
-    let src_reg = plain_registry();
-    let pushed = TestImage::random("src/resume", "v1")
-        .layer_size(20 << 20)
-        .push(&HttpClient::plain(), src_reg.url())
-        .unwrap();
+    let (src_reg, pushed) =
+        plain_registry_with(TestImage::random("src/resume", "v1").layer_size(20 << 20));
     let server = crate::support::UploadServer::start(12 << 20);
-    let settings = vch_registry::HostSettings::builder(&server.addr)
-        .dangerous()
-        .plain_http(vch_registry::PlainHttp::Only)
-        .build()
-        .unwrap();
-    let dst = vch_registry::Client::builder(&server.addr)
-        .settings(settings)
-        .build()
-        .unwrap();
+    let dst = plain_client_at(&server.addr);
     let src = plain_client(&src_reg);
-    let s = Reference::parse(&format!("{}/src/resume:v1", src_reg.addr())).unwrap();
-    let d = Reference::parse(&format!("{}/dst/resume:v1", server.addr)).unwrap();
+    let s = image_ref(&src_reg.addr(), "src/resume:v1");
+    let d = image_ref(&server.addr, "dst/resume:v1");
     let offsets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = offsets.clone();
     let opts = CopyOptions::default()
@@ -330,25 +302,14 @@ fn broken_upload_resumes_from_the_registry_range() {
 /// afresh.
 #[test]
 fn broken_upload_on_distribution_starts_over_when_the_session_is_gone() {
-    let src_reg = plain_registry();
-    let pushed = TestImage::random("src/restart", "v1")
-        .layer_size(20 << 20)
-        .push(&HttpClient::plain(), src_reg.url())
-        .unwrap();
+    let (src_reg, pushed) =
+        plain_registry_with(TestImage::random("src/restart", "v1").layer_size(20 << 20));
     let dst_reg = plain_registry();
     let relay = crate::support::CuttingRelay::start(&dst_reg.addr(), 12 << 20);
-    let settings = vch_registry::HostSettings::builder(&relay.addr)
-        .dangerous()
-        .plain_http(vch_registry::PlainHttp::Only)
-        .build()
-        .unwrap();
-    let dst = vch_registry::Client::builder(&relay.addr)
-        .settings(settings)
-        .build()
-        .unwrap();
+    let dst = plain_client_at(&relay.addr);
     let src = plain_client(&src_reg);
-    let s = Reference::parse(&format!("{}/src/restart:v1", src_reg.addr())).unwrap();
-    let d = Reference::parse(&format!("{}/dst/restart:v1", relay.addr)).unwrap();
+    let s = image_ref(&src_reg.addr(), "src/restart:v1");
+    let d = image_ref(&relay.addr, "dst/restart:v1");
     let rt = runtime();
     let r = rt
         .block_on(copy_image(
@@ -366,15 +327,9 @@ fn broken_upload_on_distribution_starts_over_when_the_session_is_gone() {
     let sent = relay.client_bytes.load(std::sync::atomic::Ordering::SeqCst);
     assert!(sent > pushed.total_bytes + (12 << 20), "{sent}");
     let direct = plain_client(&dst_reg);
-    rt.block_on(async {
-        let layer = Digest::parse(&pushed.layer_digests[0]).unwrap();
-        let blob = direct
-            .blob_get("dst/restart", &layer)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert!(layer.matches(&blob));
-    });
+    rt.block_on(fetch_verified(
+        &direct,
+        "dst/restart",
+        &pushed.layer_digests[0],
+    ));
 }

@@ -5,10 +5,12 @@
 //! `registry.test`, which only the proxy resolves: reaching it proves the proxy was used.
 
 use bytes::Bytes;
-use vch_registry::{Client, Digest, Error, HostSettings, PlainHttp, ProxyConfig};
+use vch_registry::{Client, Error, HostSettings, PlainHttp, ProxyConfig};
 use vch_testbed::{HttpClient, TestImage};
 
-use crate::support::{Pki, TestProxy, TlsFront, plain_registry, runtime, tls_registry};
+use crate::support::{
+    Pki, TestProxy, TlsFront, fetch_verified, plain_registry_with, runtime, tls_registry,
+};
 
 fn port_of(addr: &str) -> &str {
     addr.rsplit_once(':').unwrap().1
@@ -26,12 +28,11 @@ fn plain_via(host: &str, proxy: ProxyConfig) -> Client {
 
 #[test]
 fn plain_registry_through_an_http_proxy_with_credentials() {
-    let reg = plain_registry();
-    let pushed = TestImage::random("proxied/app", "v1")
-        .layers(2)
-        .layer_size(300_000)
-        .push(&HttpClient::plain(), reg.url())
-        .unwrap();
+    let (reg, pushed) = plain_registry_with(
+        TestImage::random("proxied/app", "v1")
+            .layers(2)
+            .layer_size(300_000),
+    );
     let proxy = TestProxy::start(&["registry.test"], Some(("pu", "p@ss")));
     let host = format!("registry.test:{}", port_of(&reg.addr()));
     let with_creds =
@@ -40,15 +41,7 @@ fn plain_registry_through_an_http_proxy_with_credentials() {
     runtime().block_on(async {
         let m = client.manifest_get("proxied/app", "v1").await.unwrap();
         assert_eq!(m.digest.as_str(), pushed.manifest_digest);
-        let layer = Digest::parse(&pushed.layer_digests[1]).unwrap();
-        let blob = client
-            .blob_get("proxied/app", &layer)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert!(layer.matches(&blob));
+        fetch_verified(&client, "proxied/app", &pushed.layer_digests[1]).await;
         // An upload follows the registry's Location (named registry.test) through the proxy.
         let d = client
             .push_blob("proxied/other", Bytes::from_static(b"through the proxy"))
@@ -148,10 +141,7 @@ fn https_proxy_tunnels_tls_and_carries_plain_requests() {
     let pushed = TestImage::random("tls/proxied", "v1")
         .push(&HttpClient::tls(&reg_pki.ca_path()).unwrap(), reg.url())
         .unwrap();
-    let plain = plain_registry();
-    let plain_pushed = TestImage::random("plain/proxied", "v1")
-        .push(&HttpClient::plain(), plain.url())
-        .unwrap();
+    let (plain, plain_pushed) = plain_registry_with(TestImage::random("plain/proxied", "v1"));
     let proxy = TestProxy::start(&["registry.test"], Some(("pu", "pw")));
     let proxy_pki = Pki::new();
     let front = TlsFront::start(&proxy_pki, proxy.addr);

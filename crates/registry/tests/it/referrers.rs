@@ -3,12 +3,15 @@
 
 use bytes::Bytes;
 use vch_registry::{
-    Client, CopyOptions, DOCKER_MANIFEST, Descriptor, Digest, HostSettings, OCI_INDEX,
-    OCI_MANIFEST, PlainHttp, Reference, ReferrersSource, copy_image,
+    Client, CopyOptions, DOCKER_MANIFEST, Descriptor, Digest, OCI_INDEX, OCI_MANIFEST,
+    ReferrersSource, copy_image,
 };
 use vch_testbed::{HttpClient, TestImage};
 
-use crate::support::{BrokenRegistry, plain_client, plain_registry, runtime};
+use crate::support::{
+    BrokenRegistry, image_ref, plain_client, plain_client_at, plain_registry, plain_registry_with,
+    runtime,
+};
 
 const SBOM: &str = "application/vnd.example.sbom";
 const SIG: &str = "application/vnd.example.sig";
@@ -51,10 +54,7 @@ async fn push_artifact(
 
 #[test]
 fn referrers_fall_back_to_the_tag_schema_on_distribution() {
-    let reg = plain_registry();
-    let image = TestImage::random("art/app", "v1")
-        .push(&HttpClient::plain(), reg.url())
-        .unwrap();
+    let (reg, image) = plain_registry_with(TestImage::random("art/app", "v1"));
     let client = plain_client(&reg);
     let subject = Digest::parse(&image.manifest_digest).unwrap();
     let size = image.manifest.len();
@@ -127,15 +127,7 @@ fn referrers_api_answer_is_used_and_filtered() {
         ),
     ];
     let server = BrokenRegistry::start(routes);
-    let settings = HostSettings::builder(&server.addr)
-        .dangerous()
-        .plain_http(PlainHttp::Only)
-        .build()
-        .unwrap();
-    let client = Client::builder(&server.addr)
-        .settings(settings)
-        .build()
-        .unwrap();
+    let client = plain_client_at(&server.addr);
     runtime().block_on(async {
         let all = client.referrers("app", &subject, None).await.unwrap();
         assert_eq!(all.source, ReferrersSource::Api);
@@ -156,10 +148,7 @@ fn referrers_api_answer_is_used_and_filtered() {
 /// goes away with its tag.
 #[test]
 fn deleting_a_referrer_updates_the_tag_schema_on_distribution() {
-    let reg = plain_registry();
-    let image = TestImage::random("art/del", "v1")
-        .push(&HttpClient::plain(), reg.url())
-        .unwrap();
+    let (reg, image) = plain_registry_with(TestImage::random("art/del", "v1"));
     let client = plain_client(&reg);
     let subject = Digest::parse(&image.manifest_digest).unwrap();
     let size = image.manifest.len();
@@ -223,9 +212,9 @@ fn copy_carries_referrers_between_registries() {
         .unwrap();
     let (src, dst) = (plain_client(&src_reg), plain_client(&dst_reg));
     let subject = Digest::parse(&image.manifest_digest).unwrap();
-    let s = Reference::parse(&format!("{}/art/copy:v1", src_reg.addr())).unwrap();
-    let plain = Reference::parse(&format!("{}/plain/copy:v1", dst_reg.addr())).unwrap();
-    let d = Reference::parse(&format!("{}/with/refs:v1", dst_reg.addr())).unwrap();
+    let s = image_ref(&src_reg.addr(), "art/copy:v1");
+    let plain = image_ref(&dst_reg.addr(), "plain/copy:v1");
+    let d = image_ref(&dst_reg.addr(), "with/refs:v1");
     runtime().block_on(async {
         let size = image.manifest.len();
         let sbom = push_artifact(&src, "art/copy", &subject, size, SBOM, b"sbom").await;

@@ -14,8 +14,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rustls_pki_types::pem::PemObject;
 use vch_pki::{CaOptions, CertificateAuthority, LeafOptions};
-use vch_registry::{Client, Credentials, HostSettings, PlainHttp};
-use vch_testbed::{Registry, TokenAuth};
+use vch_registry::{Client, Credentials, Digest, HostSettings, PlainHttp, Reference};
+use vch_testbed::{HttpClient, PushedImage, RandomImage, Registry, TokenAuth};
 
 /// A CA with a server certificate for 127.0.0.1/localhost, written to a temp dir.
 pub(crate) struct Pki {
@@ -58,6 +58,13 @@ pub(crate) fn plain_registry() -> Registry {
     Registry::start().unwrap()
 }
 
+/// A plain-HTTP registry holding `image` (pushed over plain HTTP).
+pub(crate) fn plain_registry_with(image: RandomImage) -> (Registry, PushedImage) {
+    let reg = plain_registry();
+    let pushed = image.push(&HttpClient::plain(), reg.url()).unwrap();
+    (reg, pushed)
+}
+
 pub(crate) fn tls_registry(pki: &Pki) -> Registry {
     Registry::builder()
         .tls(pki.cert(), pki.key())
@@ -65,17 +72,45 @@ pub(crate) fn tls_registry(pki: &Pki) -> Registry {
         .unwrap()
 }
 
-/// A client for a plain-HTTP testbed registry.
-pub(crate) fn plain_client(reg: &Registry) -> Client {
-    let settings = HostSettings::builder(reg.addr())
+/// Plain-HTTP-only settings for `host` (a testbed registry or a test server).
+pub(crate) fn plain_settings(host: &str) -> HostSettings {
+    HostSettings::builder(host)
         .dangerous()
         .plain_http(PlainHttp::Only)
         .build()
-        .unwrap();
-    Client::builder(reg.addr())
-        .settings(settings)
+        .unwrap()
+}
+
+/// A plain-HTTP client for any `host:port` (test servers, relays).
+pub(crate) fn plain_client_at(host: &str) -> Client {
+    Client::builder(host)
+        .settings(plain_settings(host))
         .build()
         .unwrap()
+}
+
+/// A client for a plain-HTTP testbed registry.
+pub(crate) fn plain_client(reg: &Registry) -> Client {
+    plain_client_at(&reg.addr())
+}
+
+/// `host/repository:tag` (or `@digest`) as a reference: `image_ref(&reg.addr(), "a/b:v1")`.
+pub(crate) fn image_ref(host: &str, path: &str) -> Reference {
+    Reference::parse(&format!("{host}/{path}")).unwrap()
+}
+
+/// Reads a blob back and checks it against its digest; its bytes.
+pub(crate) async fn fetch_verified(client: &Client, repo: &str, digest: &str) -> bytes::Bytes {
+    let digest = Digest::parse(digest).unwrap();
+    let blob = client
+        .blob_get(repo, &digest)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(digest.matches(&blob), "{repo}@{digest} does not match");
+    blob
 }
 
 /// A client trusting the test CA.
