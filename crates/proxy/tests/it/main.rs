@@ -8,5 +8,7 @@
 )]
 
 mod docker_cli;
+mod fuzz_checks;
+mod fuzz_seeds;
 mod support;
 mod wire;
