@@ -79,7 +79,7 @@ fn tls_registry_through_a_connect_tunnel_and_no_proxy_bypasses_it() {
     let proxy = TestProxy::start(&["registry.test"], None);
     let port = port_of(&reg.addr()).to_owned();
     let host = format!("registry.test:{port}");
-    let via = |host: &str, no_proxy: &str| {
+    let via = |proxy: &TestProxy, host: &str, no_proxy: &str| {
         let settings = HostSettings::builder(host)
             .ca_file(pki.ca_path())
             .proxy(ProxyConfig::new(None, Some(&proxy.url()), no_proxy).unwrap())
@@ -89,7 +89,7 @@ fn tls_registry_through_a_connect_tunnel_and_no_proxy_bypasses_it() {
     };
     let rt = runtime();
     rt.block_on(async {
-        let client = via(&host, "other.example, 10.0.0.0/8");
+        let client = via(&proxy, &host, "other.example, 10.0.0.0/8");
         let ping = client.ping().await.unwrap();
         assert_eq!((ping.scheme, ping.status), ("https", 200));
         let m = client.manifest_get("tunnel/app", "v1").await.unwrap();
@@ -101,22 +101,24 @@ fn tls_registry_through_a_connect_tunnel_and_no_proxy_bypasses_it() {
         lines.iter().all(|l| *l == format!("CONNECT {host}")),
         "{lines:?}"
     );
-    let before = lines.len();
+    // A proxy of its own: the pool of the client above may still open (and log) a spare
+    // connection through the first one in the background.
+    let bypassed = TestProxy::start(&["registry.test"], None);
     rt.block_on(async {
         // NO_PROXY names the registry (with its port): dialled directly, where the name does
         // not resolve, and the proxy sees nothing.
         for no_proxy in [host.clone(), ".test".to_owned(), "*".to_owned()] {
-            let err = via(&host, &no_proxy).ping().await.unwrap_err();
+            let err = via(&bypassed, &host, &no_proxy).ping().await.unwrap_err();
             assert!(
                 matches!(&err, Error::Connect { .. }),
                 "NO_PROXY={no_proxy}: {err}"
             );
         }
         // Loopback addresses are never proxied (as in Go).
-        let direct = via(&reg.addr(), "");
+        let direct = via(&bypassed, &reg.addr(), "");
         assert!(direct.manifest_get("tunnel/app", "v1").await.is_ok());
     });
-    assert_eq!(proxy.lines().len(), before, "{:?}", proxy.lines());
+    assert!(bypassed.lines().is_empty(), "{:?}", bypassed.lines());
 
     // A proxy that wants credentials refuses the tunnel: a proxy error naming 407.
     let strict = TestProxy::start(&["registry.test"], Some(("u", "p")));
