@@ -280,6 +280,18 @@ async fn copy_manifest(
         let digest = child.digest.to_string();
         copied.push(copy_one(from, to, child, &digest, options, report).await?);
     }
+    let digest = push_manifest(to, target, manifest, options).await?;
+    copied.push(digest.clone());
+    Ok(digest)
+}
+
+/// Pushes a manifest under `target` and reports it.
+async fn push_manifest(
+    to: &Side<'_>,
+    target: &str,
+    manifest: crate::client::FetchedManifest,
+    options: &CopyOptions,
+) -> Result<Digest> {
     let digest = to
         .client
         .manifest_put(to.repo, target, &manifest.media_type, manifest.bytes)
@@ -290,7 +302,6 @@ async fn copy_manifest(
             digest: digest.to_string(),
         },
     );
-    copied.push(digest.clone());
     Ok(digest)
 }
 
@@ -363,22 +374,7 @@ async fn copy_one(
             BlobOutcome::Skipped => report.skipped += 1,
         }
     }
-    let digest = to
-        .client
-        .manifest_put(
-            to.repo,
-            target,
-            &manifest.media_type,
-            manifest.bytes.clone(),
-        )
-        .await?;
-    emit(
-        options,
-        &CopyEvent::ManifestPushed {
-            digest: digest.to_string(),
-        },
-    );
-    Ok(digest)
+    push_manifest(to, target, manifest, options).await
 }
 
 /// Copies one blob, with retries; the outcome and how many times its upload resumed.

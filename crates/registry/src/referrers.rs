@@ -147,16 +147,7 @@ impl Client {
             }
             // Only the first page's 404 means "no referrers API".
             let ok: &[u16] = if pages == 1 { &[200, 404] } else { &[200] };
-            let resp = self
-                .call(
-                    Method::GET,
-                    &url,
-                    &[(header::ACCEPT, OCI_INDEX.to_owned())],
-                    ReqBody::Bytes(Bytes::new()),
-                    &[pull(repo)],
-                    ok,
-                )
-                .await?;
+            let resp = self.referrers_get(repo, &url, ok).await?;
             if resp.status() == StatusCode::NOT_FOUND {
                 tracing::debug!(repo, %subject, "no referrers api; reading the tag schema");
                 return self.referrers_from_tag(repo, subject, artifact_type).await;
@@ -285,17 +276,26 @@ impl Client {
     /// the spec's test for falling back to the tag schema.
     pub(crate) async fn has_referrers_api(&self, repo: &str, subject: &Digest) -> Result<bool> {
         let url = format!("/v2/{repo}/referrers/{subject}");
-        let resp = self
-            .call(
-                Method::GET,
-                &url,
-                &[(header::ACCEPT, OCI_INDEX.to_owned())],
-                ReqBody::Bytes(Bytes::new()),
-                &[pull(repo)],
-                &[200, 404],
-            )
-            .await?;
+        let resp = self.referrers_get(repo, &url, &[200, 404]).await?;
         Ok(resp.status() == StatusCode::OK)
+    }
+
+    /// `GET` a page of the referrers API, any status in `ok`.
+    async fn referrers_get(
+        &self,
+        repo: &str,
+        url: &str,
+        ok: &[u16],
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.call(
+            Method::GET,
+            url,
+            &[(header::ACCEPT, OCI_INDEX.to_owned())],
+            ReqBody::Bytes(Bytes::new()),
+            &[pull(repo)],
+            ok,
+        )
+        .await
     }
 }
 
