@@ -3,7 +3,15 @@
 //!
 //! - `regctl image copy` (the release binary named by `$REGCTL_BIN`) at several concurrencies,
 //! - `skopeo copy`,
-//! - the ingest limit: the same blobs uploaded from memory by parallel monolithic uploads,
+//! - two ingest baselines: the destination taking the same blobs by parallel monolithic uploads
+//!   (`POST`, then `PUT ?digest=`), then the manifest,
+//!   - "in-process from memory": this process uploads the blobs held in memory with the
+//!     library's client, all at once (its CPU is this process's, read from `/proc/self/stat`),
+//!   - "parallel curl from files": the way an admin would with standard tools, one `sh` + two
+//!     `curl` per blob (`curl -T file` streams it with a Content-Length), all at once and 8 at
+//!     once through `xargs -P`, from files written once before the rounds (so in the page
+//!     cache); the client CPU is that of all those processes (`/usr/bin/time` counts waited-for
+//!     descendants),
 //! - a copy into another repository of the same registry (mount).
 //!
 //! Every sample copies into a freshly started destination registry. Wall time, peak RSS and
@@ -143,16 +151,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Uploads the image's blobs from memory into `dst` with all uploads in parallel, then the
-/// manifest: the registry's ingest limit for this content.
+/// Uploads the image's blobs from memory into a fresh registry with all uploads in parallel,
+/// then the manifest: the registry's ingest limit for this content, with a lean client in this
+/// process. Returns (wall seconds, [this process's CPU, NaN, destination CPU]).
 fn ingest(
     rt: &tokio::runtime::Runtime,
     blobs: &Arc<Vec<Bytes>>,
     pushed: &PushedImage,
-) -> (f64, f64) {
+) -> (f64, [f64; 3]) {
     let dst = Registry::start().unwrap();
     let client = plain_client(&dst);
-    let cpu0 = cpu_of(dst.pid());
+    let me = Some(std::process::id());
+    let (me0, cpu0) = (cpu_of(me), cpu_of(dst.pid()));
     let start = Instant::now();
     rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
@@ -178,7 +188,78 @@ fn ingest(
             .await
             .unwrap();
     });
-    (start.elapsed().as_secs_f64(), cpu_of(dst.pid()) - cpu0)
+    let t = start.elapsed().as_secs_f64();
+    (t, [cpu_of(me) - me0, f64::NAN, cpu_of(dst.pid()) - cpu0])
+}
+
+/// One blob's monolithic upload with curl (distribution spec, "POST then PUT"): `$1` the
+/// registry URL, `$2` the repository, `$3` the blob's file, `$4` its digest. `Expect:` is
+/// cleared so curl does not wait for `100 Continue` before each body.
+const CURL_UPLOAD_SH: &str = r#"set -e
+loc=$(curl -fsS -o /dev/null -X POST -w '%header{location}' "$1/v2/$2/blobs/uploads/")
+case "$loc" in http*) ;; *) loc="$1$loc" ;; esac
+case "$loc" in *\?*) sep='&' ;; *) sep='?' ;; esac
+curl -fsS -o /dev/null -H 'Expect:' -T "$3" "$loc${sep}digest=$4"
+"#;
+
+/// All blobs through `xargs -P $1` (each line of `$4/blobs.list` is "file digest"), then the
+/// manifest: `$2` the registry URL, `$3` the repository, `$4` the directory of the files.
+const CURL_INGEST_SH: &str = r#"set -e
+xargs -a "$4/blobs.list" -n 2 -P "$1" sh "$4/upload.sh" "$2" "$3"
+curl -fsS -o /dev/null -X PUT -H 'Content-Type: application/vnd.docker.distribution.manifest.v2+json' --data-binary "@$4/manifest.json" "$2/v2/$3/manifests/v1"
+"#;
+
+/// The blobs and manifest as files, with the scripts that upload them.
+struct CurlFiles {
+    dir: tempfile::TempDir,
+    digests: Vec<Digest>,
+}
+
+impl CurlFiles {
+    fn write(blobs: &[Bytes], pushed: &PushedImage) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut list = String::new();
+        let mut digests = Vec::new();
+        for (i, b) in blobs.iter().enumerate() {
+            let d = Digest::sha256(b);
+            let path = dir.path().join(format!("blob{i}"));
+            std::fs::write(&path, b).unwrap();
+            list.push_str(&format!("{} {d}\n", path.display()));
+            digests.push(d);
+        }
+        std::fs::write(dir.path().join("blobs.list"), list).unwrap();
+        std::fs::write(dir.path().join("manifest.json"), &pushed.manifest).unwrap();
+        std::fs::write(dir.path().join("upload.sh"), CURL_UPLOAD_SH).unwrap();
+        std::fs::write(dir.path().join("ingest.sh"), CURL_INGEST_SH).unwrap();
+        Self { dir, digests }
+    }
+
+    /// Uploads every blob with `parallel` curl uploads at once, then the manifest, into a fresh
+    /// registry; checks that every blob landed with its size. Returns (wall seconds, [curl and
+    /// shell CPU, NaN, destination CPU]).
+    fn ingest(&self, parallel: usize, rt: &tokio::runtime::Runtime) -> (f64, [f64; 3]) {
+        let dst = Registry::start().unwrap();
+        let dir = self.dir.path().to_str().unwrap();
+        let script = format!("{dir}/ingest.sh");
+        let d0 = cpu_of(dst.pid());
+        let (t, _, c) = timed(
+            "sh",
+            &[&script, &parallel.to_string(), dst.url(), "ingest/app", dir],
+            None,
+        );
+        let dst_cpu = cpu_of(dst.pid()) - d0;
+        let client = plain_client(&dst);
+        rt.block_on(async {
+            for (i, d) in self.digests.iter().enumerate() {
+                let len = std::fs::metadata(self.dir.path().join(format!("blob{i}")))
+                    .unwrap()
+                    .len();
+                let got = client.blob_head("ingest/app", d).await.unwrap();
+                assert_eq!(got, Some(len), "curl ingest lost blob {d}");
+            }
+        });
+        (t, [c, f64::NAN, dst_cpu])
+    }
 }
 
 fn scenario(
@@ -239,9 +320,22 @@ fn scenario(
         .map(|c| Row::new(format!("regctl --concurrency {c}")))
         .collect();
     rows.push(Row::new("skopeo copy (1.9.3)".into()));
-    rows.push(Row::new(
-        "ingest limit (parallel monolithic uploads from memory)".into(),
-    ));
+    let nblobs = blobs.len();
+    rows.push(Row::new(format!(
+        "ingest, in-process from memory ({nblobs} at once)"
+    )));
+    // Written once here, so every round reads them from the page cache.
+    let files = CurlFiles::write(&blobs, &pushed);
+    let curl_parallel: Vec<usize> = if nblobs > 8 {
+        vec![nblobs, 8]
+    } else {
+        vec![nblobs]
+    };
+    for p in &curl_parallel {
+        rows.push(Row::new(format!(
+            "ingest, parallel curl from files ({p} at once)"
+        )));
+    }
     for _ in 0..SAMPLES {
         for (i, conc) in concurrencies.iter().enumerate() {
             let dst = Registry::start().unwrap();
@@ -289,8 +383,12 @@ fn scenario(
             Some(r),
             [c, cpu_of(src.pid()) - s0, cpu_of(dst.pid()) - d0],
         );
-        let (t, dst_cpu) = ingest(rt, &blobs, &pushed);
-        rows[n + 1].add(t, None, [f64::NAN, f64::NAN, dst_cpu]);
+        let (t, cpu) = ingest(rt, &blobs, &pushed);
+        rows[n + 1].add(t, None, cpu);
+        for (j, p) in curl_parallel.iter().enumerate() {
+            let (t, cpu) = files.ingest(*p, rt);
+            rows[n + 2 + j].add(t, None, cpu);
+        }
     }
     println!(
         "| tool | median s | MiB/s | peak RSS MiB | CPU s: client / source / destination (mean) |"
