@@ -1,4 +1,4 @@
-//! `haproxy` as a plain TCP relay on a loopback port, in front of a unix socket or a TCP
+//! `haproxy` as a TCP relay (plain, or terminating TLS) on a loopback port, in front of a unix socket or a TCP
 //! address (the baseline of the proxy benchmark: a relay that does no HTTP work).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -25,6 +25,8 @@ pub struct HaproxyBuilder {
     backend: Backend,
     maxconn: u32,
     timeout: Duration,
+    /// Certificate chain and key (PEM) to terminate TLS with.
+    tls: Option<(String, String)>,
 }
 
 impl HaproxyBuilder {
@@ -37,6 +39,13 @@ impl HaproxyBuilder {
     /// Bound on the wait for the listener (default 60 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Terminates TLS on the listener (OpenSSL's server, a peer other than rustls) with this
+    /// certificate chain and key, both PEM, and relays the plaintext.
+    pub fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
+        self.tls = Some((cert_pem.to_owned(), key_pem.to_owned()));
         self
     }
 
@@ -62,8 +71,16 @@ impl HaproxyBuilder {
     fn start_once(&self, binary: &Path) -> Result<Haproxy> {
         let dir = process::short_tempdir("vchh-")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, process::free_port()?));
+        let mut bind = addr.to_string();
+        if let Some((cert, key)) = &self.tls {
+            // haproxy takes the chain and the key from one file.
+            let pem = dir.path().join("server.pem");
+            std::fs::write(&pem, format!("{}\n{key}", cert.trim_end()))
+                .map_err(|e| Error::io(format!("write {}", pem.display()), e))?;
+            bind = format!("{addr} ssl crt {}", pem.display());
+        }
         let config_path = dir.path().join("haproxy.cfg");
-        std::fs::write(&config_path, config(addr, &self.backend, self.maxconn))
+        std::fs::write(&config_path, config(&bind, &self.backend, self.maxconn))
             .map_err(|e| Error::io(format!("write {}", config_path.display()), e))?;
         let mut cmd = Command::new(binary);
         // -db: stay in the foreground, no daemon mode; alerts go to stderr (our log).
@@ -80,7 +97,8 @@ impl HaproxyBuilder {
     }
 }
 
-fn config(addr: SocketAddr, backend: &Backend, maxconn: u32) -> String {
+/// `bind`: the address, and TLS options after it.
+fn config(bind: &str, backend: &Backend, maxconn: u32) -> String {
     let server = match backend {
         // haproxy reads an address starting with '/' as a unix socket; `unix@` says so
         // explicitly.
@@ -90,7 +108,7 @@ fn config(addr: SocketAddr, backend: &Backend, maxconn: u32) -> String {
     format!(
         "global\n  maxconn {maxconn}\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
-         frontend relay\n  bind {addr}\n  default_backend target\n\
+         frontend relay\n  bind {bind}\n  default_backend target\n\
          backend target\n  server target {server}\n"
     )
 }
@@ -120,6 +138,7 @@ impl Haproxy {
             backend: Backend::Unix(socket.to_owned()),
             maxconn: 4096,
             timeout: START_TIMEOUT,
+            tls: None,
         }
     }
 
@@ -129,6 +148,7 @@ impl Haproxy {
             backend: Backend::Tcp(target),
             maxconn: 4096,
             timeout: START_TIMEOUT,
+            tls: None,
         }
     }
 
@@ -164,7 +184,7 @@ mod tests {
     #[test]
     fn config_relays_to_unix_socket() {
         let c = config(
-            "127.0.0.1:8080".parse().unwrap(),
+            "127.0.0.1:8080",
             &Backend::Unix("/tmp/x/docker.sock".into()),
             10,
         );

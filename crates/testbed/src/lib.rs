@@ -1,5 +1,6 @@
 //! Real components on loopback for tests: a private `dockerd`, the Distribution registry,
-//! `dnsmasq`, `haproxy` as a TCP relay, and test images, each in its own short temp dir under `/tmp` on free ports.
+//! `dnsmasq`, `haproxy` as a TCP relay (plain or terminating TLS), a forward HTTP proxy, and
+//! test images, each in its own short temp dir under `/tmp` on free ports.
 //!
 //! Every component is a value that owns its processes: dropping it (also while a test panics)
 //! sends SIGTERM, waits up to 10 s, sends SIGKILL and reaps, then removes the temp dir. Only
@@ -24,6 +25,7 @@
 mod dns;
 mod dockerd;
 mod error;
+mod forward_proxy;
 mod haproxy;
 mod http;
 mod image;
@@ -35,6 +37,7 @@ mod seeds;
 pub use dns::{Answer, Dns, DnsBuilder, RecordType, reverse_name};
 pub use dockerd::{Dockerd, DockerdBuilder, DockerdTls};
 pub use error::{Error, Result};
+pub use forward_proxy::ForwardProxy;
 pub use haproxy::{Haproxy, HaproxyBuilder};
 pub use http::{HttpClient, Response};
 pub use image::{PushedImage, RandomImage, TestImage, sha256_digest};

@@ -1,16 +1,14 @@
 //! Proxies: plain-HTTP registries through absolute-form requests, TLS registries through
 //! CONNECT tunnels, proxy credentials, NO_PROXY bypass, and `https://` proxies, with a real
-//! forward proxy ([`TestProxy`], behind a rustls [`TlsFront`] for `https://`) in front of
+//! forward proxy ([`ForwardProxy`](vch_testbed::ForwardProxy), behind a rustls [`TlsFront`] for `https://`) in front of
 //! real Distribution registries. The registry is named
 //! `registry.test`, which only the proxy resolves: reaching it proves the proxy was used.
 
 use bytes::Bytes;
 use vch_registry::{Client, Error, HostSettings, PlainHttp, ProxyConfig};
-use vch_testbed::{HttpClient, TestImage};
+use vch_testbed::{ForwardProxy, HttpClient, TestImage};
 
-use crate::support::{
-    Pki, TestProxy, TlsFront, fetch_verified, plain_registry_with, runtime, tls_registry,
-};
+use crate::support::{Pki, TlsFront, fetch_verified, plain_registry_with, runtime, tls_registry};
 
 fn port_of(addr: &str) -> &str {
     addr.rsplit_once(':').unwrap().1
@@ -33,10 +31,14 @@ fn plain_registry_through_an_http_proxy_with_credentials() {
             .layers(2)
             .layer_size(300_000),
     );
-    let proxy = TestProxy::start(&["registry.test"], Some(("pu", "p@ss")));
+    let proxy = ForwardProxy::start(&["registry.test"], Some(("pu", "p@ss"))).unwrap();
     let host = format!("registry.test:{}", port_of(&reg.addr()));
-    let with_creds =
-        ProxyConfig::new(Some(&format!("http://pu:p%40ss@{}", proxy.addr)), None, "").unwrap();
+    let with_creds = ProxyConfig::new(
+        Some(&format!("http://pu:p%40ss@{}", proxy.addr())),
+        None,
+        "",
+    )
+    .unwrap();
     let client = plain_via(&host, with_creds);
     runtime().block_on(async {
         let m = client.manifest_get("proxied/app", "v1").await.unwrap();
@@ -76,10 +78,10 @@ fn tls_registry_through_a_connect_tunnel_and_no_proxy_bypasses_it() {
     let pushed = TestImage::random("tunnel/app", "v1")
         .push(&HttpClient::tls(&pki.ca_path()).unwrap(), reg.url())
         .unwrap();
-    let proxy = TestProxy::start(&["registry.test"], None);
+    let proxy = ForwardProxy::start(&["registry.test"], None).unwrap();
     let port = port_of(&reg.addr()).to_owned();
     let host = format!("registry.test:{port}");
-    let via = |proxy: &TestProxy, host: &str, no_proxy: &str| {
+    let via = |proxy: &ForwardProxy, host: &str, no_proxy: &str| {
         let settings = HostSettings::builder(host)
             .ca_file(pki.ca_path())
             .proxy(ProxyConfig::new(None, Some(&proxy.url()), no_proxy).unwrap())
@@ -103,7 +105,7 @@ fn tls_registry_through_a_connect_tunnel_and_no_proxy_bypasses_it() {
     );
     // A proxy of its own: the pool of the client above may still open (and log) a spare
     // connection through the first one in the background.
-    let bypassed = TestProxy::start(&["registry.test"], None);
+    let bypassed = ForwardProxy::start(&["registry.test"], None).unwrap();
     rt.block_on(async {
         // NO_PROXY names the registry (with its port): dialled directly, where the name does
         // not resolve, and the proxy sees nothing.
@@ -121,7 +123,7 @@ fn tls_registry_through_a_connect_tunnel_and_no_proxy_bypasses_it() {
     assert!(bypassed.lines().is_empty(), "{:?}", bypassed.lines());
 
     // A proxy that wants credentials refuses the tunnel: a proxy error naming 407.
-    let strict = TestProxy::start(&["registry.test"], Some(("u", "p")));
+    let strict = ForwardProxy::start(&["registry.test"], Some(("u", "p"))).unwrap();
     let settings = HostSettings::builder(&host)
         .ca_file(pki.ca_path())
         .proxy(ProxyConfig::new(None, Some(&strict.url()), "").unwrap())
@@ -144,9 +146,9 @@ fn https_proxy_tunnels_tls_and_carries_plain_requests() {
         .push(&HttpClient::tls(&reg_pki.ca_path()).unwrap(), reg.url())
         .unwrap();
     let (plain, plain_pushed) = plain_registry_with(TestImage::random("plain/proxied", "v1"));
-    let proxy = TestProxy::start(&["registry.test"], Some(("pu", "pw")));
+    let proxy = ForwardProxy::start(&["registry.test"], Some(("pu", "pw"))).unwrap();
     let proxy_pki = Pki::new();
-    let front = TlsFront::start(&proxy_pki, proxy.addr);
+    let front = TlsFront::start(&proxy_pki, proxy.addr());
     let host = format!("registry.test:{}", port_of(&reg.addr()));
     let plain_host = format!("registry.test:{}", port_of(&plain.addr()));
     let url = front.url("pu:pw@");
