@@ -27,6 +27,7 @@ impl Dial {
     /// Reads and writes time out after `timeout`, so a stuck peer fails the bench instead of
     /// hanging it.
     pub(crate) fn connect(&self, timeout: Duration) -> io::Result<Conn> {
+        let mut tls_summary = None;
         let io: Box<dyn Io> = match self {
             Dial::Unix(path) => {
                 let s = UnixStream::connect(path)?;
@@ -44,6 +45,11 @@ impl Dial {
                 while tls.conn.is_handshaking() {
                     tls.conn.complete_io(&mut tls.sock)?;
                 }
+                tls_summary = Some(format!(
+                    "{:?} {:?}",
+                    tls.conn.protocol_version(),
+                    tls.conn.negotiated_cipher_suite().map(|s| s.suite())
+                ));
                 Box::new(tls)
             }
         };
@@ -52,6 +58,7 @@ impl Dial {
             buf: vec![0; BUF].into_boxed_slice(),
             start: 0,
             end: 0,
+            tls_summary,
         })
     }
 }
@@ -90,9 +97,16 @@ pub(crate) struct Conn {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// For TLS, the protocol version and cipher suite negotiated.
+    tls_summary: Option<String>,
 }
 
 impl Conn {
+    /// The TLS protocol version and cipher suite, or "plain".
+    pub(crate) fn tls_summary(&self) -> &str {
+        self.tls_summary.as_deref().unwrap_or("plain")
+    }
+
     /// Sends a request line and headers (`Host` is added) in one write.
     pub(crate) fn send_head(&mut self, method: &str, path: &str, headers: &str) -> io::Result<()> {
         let head = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\n{headers}\r\n");

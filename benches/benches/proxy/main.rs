@@ -1,7 +1,10 @@
 //! Proxy benchmark: one real dockerd from the testbed, reached side by side directly (unix socket
 //! and its own TCP listener), through HAProxy as a plain TCP→unix relay (the approach of
 //! docker-socket-proxy), and through the VCH endpoint (`vch-admin serve`, plain TCP and mutual
-//! TLS). It measures `/_ping` keep-alive latency, 512 MiB streams both ways, the proxy's memory as
+//! TLS). For a like-for-like TLS baseline, a second dockerd of the same build listens with
+//! `--tlsverify` ("direct tls": Go's TLS in dockerd, the same CA, server and client certificates
+//! as the VCH's mutual TLS; dockerd puts every TCP listener under TLS, so one engine cannot offer
+//! both), with its own copy of the stream data. It measures `/_ping` keep-alive latency, 512 MiB streams both ways, the proxy's memory as
 //! a stream grows, and the memory of 1 000 idle `/events` streams. Every loop is bounded in count
 //! and time; all traffic is on loopback.
 //!
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use vch_testbed::{Dockerd, Haproxy, TestImage};
+use vch_testbed::{Dockerd, DockerdTls, Haproxy, TestImage};
 
 use crate::http::{Conn, Dial, Framing};
 use crate::serve::{Cpu, RssSampler, Vch, cpu, rss};
@@ -135,13 +138,143 @@ impl Config {
 }
 
 /// One way to reach dockerd.
-struct Target {
+struct Target<'a> {
     name: &'static str,
     dial: Dial,
     /// The relay's process, whose CPU time the ping phase reports.
     relay: Option<u32>,
     /// The ping request (the versioned one only for the diagnostic row).
     ping: &'static [u8],
+    /// The engine behind it: its dockerd's process and the container the streams use.
+    engine: &'a Engine,
+}
+
+/// A dockerd prepared for the streams: a container holding the big file, the big image.
+struct Engine {
+    dockerd: Dockerd,
+    container: String,
+    busybox: String,
+}
+
+impl Engine {
+    /// Imports busybox, creates a container holding the big file (and, with `small`, the small
+    /// one the memory phase reads) and imports the big image.
+    fn prepare(
+        dockerd: Dockerd,
+        config: &Config,
+        pattern: &Pattern,
+        small: bool,
+    ) -> anyhow::Result<Engine> {
+        let busybox = TestImage::busybox(&dockerd)?;
+        let direct = Dial::Unix(dockerd.socket_path().to_owned());
+        let body = format!(r#"{{"Image":"{busybox}","Cmd":["true"]}}"#);
+        let (status, created) = small_request(
+            &direct,
+            "POST",
+            "/v1.25/containers/create",
+            "Content-Type: application/json\r\n",
+            body.as_bytes(),
+        )?;
+        ensure!(status == 201, "container create: {status} {created}");
+        let created: serde_json::Value = serde_json::from_str(&created)?;
+        let container = created["Id"]
+            .as_str()
+            .context("container create answered no Id")?
+            .to_owned();
+
+        let t = Instant::now();
+        put_archive(
+            &direct,
+            &container,
+            BIG_FILE,
+            config.stream,
+            pattern,
+            &mut |_| Ok(()),
+        )?;
+        if small {
+            put_archive(
+                &direct,
+                &container,
+                SMALL_FILE,
+                config.small,
+                pattern,
+                &mut |_| Ok(()),
+            )?;
+        }
+        import_image(&direct, BIG_IMAGE, config.stream, pattern)?;
+        eprintln!(
+            "set-up: {} container {} with {BIG_FILE}{}, image {BIG_IMAGE} ({:.1} s)",
+            dockerd.host(),
+            &container[..12.min(container.len())],
+            if small {
+                format!(" and {SMALL_FILE}")
+            } else {
+                String::new()
+            },
+            t.elapsed().as_secs_f64()
+        );
+        Ok(Engine {
+            dockerd,
+            container,
+            busybox,
+        })
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.dockerd.pid().context("dockerd has exited")
+    }
+}
+
+/// The TLS client for both TLS targets, modelled on the docker CLI (Go's crypto/tls): TLS 1.3
+/// suites in the order Go's client offers them on a CPU with AES hardware (seen in the
+/// ClientHello of docker 28.2.2, Go 1.24.3: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305). Both
+/// servers follow a client that prefers AES (rustls by default; Go since 1.17 picks AES-GCM when
+/// the client lists it first and the CPU has AES), so both run AES-128-GCM, as the CLI would.
+/// rustls' own default order puts AES-256-GCM first.
+fn go_like_client_config(dir: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+    let mut provider = default_provider();
+    let tls12: Vec<_> = provider
+        .cipher_suites
+        .iter()
+        .filter(|s| s.tls13().is_none())
+        .copied()
+        .collect();
+    provider.cipher_suites = [
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ]
+    .into_iter()
+    .chain(tls12)
+    .collect();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in vch_pki::load_certificates(&dir.join("ca.pem"))? {
+        roots.add(ca)?;
+    }
+    let chain = vch_pki::load_certificates(&dir.join("cert.pem"))?;
+    let key = vch_pki::load_private_key(&dir.join("key.pem"))?;
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?,
+    )
+}
+
+/// The protocol and cipher suite each TLS target negotiates with the bench's client.
+fn tls_suites(targets: &[Target<'_>]) -> anyhow::Result<String> {
+    let mut parts = Vec::new();
+    for t in targets {
+        if let Dial::Tls(..) = t.dial {
+            let conn = t.dial.connect(IO_TIMEOUT)?;
+            parts.push(format!("{} {}", t.name, conn.tls_summary()));
+        }
+    }
+    Ok(format!(
+        "TLS negotiated (client offers TLS 1.3 AES-128-GCM, AES-256-GCM, ChaCha20, as Go's): {}\n\n",
+        parts.join("; ")
+    ))
 }
 
 /// What the stream phase moves.
@@ -166,10 +299,12 @@ impl Op {
 struct Bench {
     config: Config,
     pattern: Pattern,
-    dockerd: Dockerd,
+    /// The engine every target but "direct tls" reaches, and the one the memory and idle
+    /// phases use.
+    engine: Engine,
+    /// The same dockerd build with only a `--tlsverify` TCP listener (ping and stream phases).
+    tls_engine: Option<Engine>,
     haproxy: Haproxy,
-    container: String,
-    busybox: String,
     _root: tempfile::TempDir,
     plain_dir: std::path::PathBuf,
     mtls_dir: std::path::PathBuf,
@@ -187,48 +322,70 @@ fn run() -> anyhow::Result<()> {
     println!("load average at start: {}", loadavg());
 
     let bench = Bench::set_up(config)?;
-    let direct = Dial::Unix(bench.dockerd.socket_path().to_owned());
-    let dockerd_tcp = bench
+    let engine = &bench.engine;
+    let direct = Dial::Unix(engine.dockerd.socket_path().to_owned());
+    let dockerd_tcp = engine
         .dockerd
         .tcp_addr()
         .context("dockerd was asked for a TCP listener")?;
 
+    let mut report = String::new();
     let vch = Vch::start(&bench.plain_dir, bench.config.idle + 64)?;
     let vch_tls = Vch::start(&bench.mtls_dir, bench.config.idle + 64)?;
-    let targets = [
+    let mut targets = vec![
         Target {
             name: "direct unix",
             dial: direct.clone(),
             relay: None,
             ping: PING,
+            engine,
         },
         Target {
             name: "direct tcp",
             dial: Dial::Tcp(dockerd_tcp),
             relay: None,
             ping: PING,
+            engine,
         },
+    ];
+    if let Some(tls) = &bench.tls_engine {
+        let addr = tls
+            .dockerd
+            .tcp_addr()
+            .context("dockerd was asked for a TLS listener")?;
+        targets.push(Target {
+            name: "direct tls",
+            dial: Dial::Tls(addr, Arc::clone(&bench.tls_client)),
+            relay: None,
+            ping: PING,
+            engine: tls,
+        });
+    }
+    targets.extend([
         Target {
             name: "haproxy tcp→unix",
             dial: Dial::Tcp(bench.haproxy.addr()),
             relay: bench.haproxy.pid(),
             ping: PING,
+            engine,
         },
         Target {
             name: "vch tcp→unix",
             dial: Dial::Tcp(vch.addr),
             relay: Some(vch.pid()),
             ping: PING,
+            engine,
         },
         Target {
             name: "vch mtls→unix",
             dial: Dial::Tls(vch_tls.addr, Arc::clone(&bench.tls_client)),
             relay: Some(vch_tls.pid()),
             ping: PING,
+            engine,
         },
-    ];
+    ]);
+    report += &tls_suites(&targets)?;
 
-    let mut report = String::new();
     if bench.config.wants("ping") {
         bench.config.check_time("the ping phase")?;
         // A diagnostic row: dockerd asked directly for the path the proxy forwards.
@@ -238,6 +395,7 @@ fn run() -> anyhow::Result<()> {
             dial: direct.clone(),
             relay: None,
             ping: PING_V125,
+            engine,
         };
         ping_targets.insert(1, &versioned);
         report += &bench.ping(&ping_targets)?;
@@ -282,63 +440,34 @@ impl Bench {
             .maxconn(4 * config.idle as u32 + 64)
             .start()
             .context("haproxy from the testbed must start (scripts/setup.sh)")?;
-        let busybox = TestImage::busybox(&dockerd)?;
-        let direct = Dial::Unix(dockerd.socket_path().to_owned());
-
-        let body = format!(r#"{{"Image":"{busybox}","Cmd":["true"]}}"#);
-        let (status, created) = small_request(
-            &direct,
-            "POST",
-            "/v1.25/containers/create",
-            "Content-Type: application/json\r\n",
-            body.as_bytes(),
-        )?;
-        ensure!(status == 201, "container create: {status} {created}");
-        let created: serde_json::Value = serde_json::from_str(&created)?;
-        let container = created["Id"]
-            .as_str()
-            .context("container create answered no Id")?
-            .to_owned();
-
-        let t = Instant::now();
-        put_archive(
-            &direct,
-            &container,
-            BIG_FILE,
-            config.stream,
-            &pattern,
-            &mut |_| Ok(()),
-        )?;
-        put_archive(
-            &direct,
-            &container,
-            SMALL_FILE,
-            config.small,
-            &pattern,
-            &mut |_| Ok(()),
-        )?;
-        import_image(&direct, BIG_IMAGE, config.stream, &pattern)?;
-        eprintln!(
-            "set-up: container {} with {BIG_FILE} and {SMALL_FILE}, image {BIG_IMAGE} ({:.1} s)",
-            &container[..12.min(container.len())],
-            t.elapsed().as_secs_f64()
-        );
+        let engine = Engine::prepare(dockerd, &config, &pattern, true)?;
 
         let root = tempfile::Builder::new().prefix("vchbench-").tempdir()?;
-        let host = dockerd.host();
+        let host = engine.dockerd.host();
         let plain_dir = serve::create(root.path(), "plain", &host, false)?;
         let mtls_dir = serve::create(root.path(), "mtls", &host, true)?;
-        let tls_client = vch_pki::client_config(
-            &mtls_dir.join("ca.pem"),
-            Some((&mtls_dir.join("cert.pem"), &mtls_dir.join("key.pem"))),
-        )?;
+        let tls_client = go_like_client_config(&mtls_dir)?;
+        // dockerd's own TLS listener with the VCH's CA and server certificate, so that one client
+        // configuration (and one client certificate) serves both TLS targets.
+        let tls_engine = if config.wants("ping") || config.wants("stream") {
+            let dockerd = Dockerd::builder()
+                .tls(DockerdTls {
+                    ca: mtls_dir.join("ca.pem"),
+                    cert: mtls_dir.join("server-cert.pem"),
+                    key: mtls_dir.join("server-key.pem"),
+                })
+                .start()
+                .context("dockerd with --tlsverify from the testbed must start")?;
+            Some(Engine::prepare(dockerd, &config, &pattern, false)?)
+        } else {
+            None
+        };
         Ok(Bench {
             config,
             pattern,
-            dockerd,
+            engine,
+            tls_engine,
             haproxy,
-            container,
-            busybox,
             _root: root,
             plain_dir,
             mtls_dir,
@@ -349,7 +478,7 @@ impl Bench {
 
     /// `/_ping` on one keep-alive connection per target, the targets taking turns in rounds so
     /// that a busy moment of the machine hits all of them alike.
-    fn ping(&self, targets: &[&Target]) -> anyhow::Result<String> {
+    fn ping(&self, targets: &[&Target<'_>]) -> anyhow::Result<String> {
         let c = &self.config;
         let mut conns = Vec::new();
         for t in targets {
@@ -363,7 +492,6 @@ impl Bench {
         let mut samples = vec![Vec::with_capacity(c.ping_count); targets.len()];
         // CPU used by dockerd and by the relay during each target's turns (read between turns,
         // outside the timed requests).
-        let dockerd_pid = self.dockerd.pid().context("dockerd has exited")?;
         let mut engine_cpu = vec![Cpu::default(); targets.len()];
         let mut relay_cpu = vec![Cpu::default(); targets.len()];
         let budget = Instant::now() + Duration::from_secs(120);
@@ -371,6 +499,7 @@ impl Bench {
             for k in 0..targets.len() {
                 let i = (round + k) % targets.len();
                 let relay_before = targets[i].relay.map(cpu).transpose()?;
+                let dockerd_pid = targets[i].engine.pid()?;
                 let engine_before = cpu(dockerd_pid)?;
                 for _ in 0..per_round {
                     let t0 = Instant::now();
@@ -438,7 +567,21 @@ impl Bench {
         }
         out += "CPU columns: µs of CPU per request (all threads of the process); relay cs: context \
                 switches of the relay per request\n";
-        out += "targets: added p50 ≤ 100 µs, added p99 ≤ 300 µs over direct unix\n\n";
+        out += "targets: added p50 ≤ 100 µs, added p99 ≤ 300 µs over direct unix\n";
+        // Like for like, TLS on both sides (information, not a target of the issue).
+        let find = |name: &str| targets.iter().position(|t| t.name == name);
+        if let (Some(d), Some(v)) = (find("direct tls"), find("vch mtls→unix")) {
+            let (d, v) = (&stats[d], &stats[v]);
+            out += &format!(
+                "vch mtls→unix × tls (over direct tls, not a target): p50 × {:.2} ({:+.1} µs), \
+                 p99 × {:.2} ({:+.1} µs)\n",
+                v.p50 / d.p50,
+                v.p50 - d.p50,
+                v.p99 / d.p99,
+                v.p99 - d.p99
+            );
+        }
+        out += "\n";
         for (t, s) in targets.iter().zip(&stats) {
             if t.name.starts_with("vch") {
                 let (p50, p99) = (s.p50 - base.p50, s.p99 - base.p99);
@@ -455,7 +598,7 @@ impl Bench {
     }
 
     /// 512 MiB both ways through every target, `reps` times, the order of targets rotating.
-    fn streams(&self, targets: &[Target]) -> anyhow::Result<String> {
+    fn streams(&self, targets: &[Target<'_>]) -> anyhow::Result<String> {
         let c = &self.config;
         let ops = [Op::Put, Op::GetArchive, Op::GetImage];
         // rates[op][target]: MiB/s of each repetition
@@ -464,17 +607,17 @@ impl Bench {
         let mut relay_cpu = vec![vec![Cpu::default(); targets.len()]; ops.len()];
         let mut engine_cpu = vec![vec![Cpu::default(); targets.len()]; ops.len()];
         let mut moved = vec![vec![0.0; targets.len()]; ops.len()];
-        let dockerd_pid = self.dockerd.pid().context("dockerd has exited")?;
         for (o, &op) in ops.iter().enumerate() {
             for rep in 0..c.reps {
                 for k in 0..targets.len() {
                     let i = (rep + k) % targets.len();
                     c.check_time("a stream")?;
                     let relay_before = targets[i].relay.map(cpu).transpose()?;
+                    let dockerd_pid = targets[i].engine.pid()?;
                     let engine_before = cpu(dockerd_pid)?;
                     let t0 = Instant::now();
                     let bytes = self
-                        .transfer(op, &targets[i].dial, &mut |_| Ok(()))
+                        .transfer(op, &targets[i], &mut |_| Ok(()))
                         .with_context(|| format!("{} via {}", op.label(), targets[i].name))?;
                     let secs = t0.elapsed().as_secs_f64();
                     engine_cpu[o][i].add(cpu(dockerd_pid)?.since(engine_before));
@@ -517,6 +660,20 @@ impl Bench {
                 );
             }
             out += "\n";
+        }
+        // Like for like, TLS on both sides (information, not a target of the issue).
+        let direct_tls = targets.iter().position(|t| t.name == "direct tls");
+        let vch_mtls = targets.iter().position(|t| t.name == "vch mtls→unix");
+        if let (Some(d), Some(v)) = (direct_tls, vch_mtls) {
+            let ratios: Vec<String> = ops
+                .iter()
+                .zip(&median)
+                .map(|(op, per_op)| format!("{} {:.2}", op.label(), per_op[v] / per_op[d]))
+                .collect();
+            out += &format!(
+                "vch mtls→unix × tls (of direct tls, not a target): {}\n",
+                ratios.join(", ")
+            );
         }
         out += "targets: vch ≥ 0.90 of direct (over TCP, as its clients come), and ≥ haproxy\n";
         let haproxy = targets.iter().position(|t| t.name.starts_with("haproxy"));
@@ -564,27 +721,14 @@ impl Bench {
     fn transfer(
         &self,
         op: Op,
-        dial: &Dial,
+        target: &Target<'_>,
         progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
     ) -> anyhow::Result<u64> {
         let size = self.config.stream;
+        let (dial, container) = (&target.dial, &target.engine.container);
         match op {
-            Op::Put => put_archive(
-                dial,
-                &self.container,
-                BIG_FILE,
-                size,
-                &self.pattern,
-                progress,
-            ),
-            Op::GetArchive => get_archive(
-                dial,
-                &self.container,
-                BIG_FILE,
-                size,
-                &self.pattern,
-                progress,
-            ),
+            Op::Put => put_archive(dial, container, BIG_FILE, size, &self.pattern, progress),
+            Op::GetArchive => get_archive(dial, container, BIG_FILE, size, &self.pattern, progress),
             Op::GetImage => get_image(dial, BIG_IMAGE, size, &self.pattern, progress),
         }
     }
@@ -632,7 +776,7 @@ impl Bench {
             match op {
                 Op::Put => put_archive(
                     &dial,
-                    &self.container,
+                    &self.engine.container,
                     file,
                     size,
                     &self.pattern,
@@ -640,7 +784,7 @@ impl Bench {
                 )?,
                 Op::GetArchive => get_archive(
                     &dial,
-                    &self.container,
+                    &self.engine.container,
                     file,
                     size,
                     &self.pattern,
@@ -725,7 +869,7 @@ impl Bench {
         let mut paused = false;
         get_archive(
             dial,
-            &self.container,
+            &self.engine.container,
             BIG_FILE,
             self.config.stream,
             &self.pattern,
@@ -809,10 +953,10 @@ impl Bench {
         // Every stream is live: one event reaches all of them.
         let tag = format!(
             "/v1.25/images/{}/tag?repo=vchbench-event&tag={}",
-            self.busybox,
+            self.engine.busybox,
             name.split_whitespace().next().unwrap_or("t")
         );
-        let direct = Dial::Unix(self.dockerd.socket_path().to_owned());
+        let direct = Dial::Unix(self.engine.dockerd.socket_path().to_owned());
         let (status, body) = small_request(&direct, "POST", &tag, "", b"")?;
         ensure!(status == 201, "tag for an event: {status} {body}");
         for (i, conn) in conns.iter_mut().enumerate() {
