@@ -45,11 +45,15 @@ impl Dial {
                 while tls.conn.is_handshaking() {
                     tls.conn.complete_io(&mut tls.sock)?;
                 }
-                tls_summary = Some(format!(
-                    "{:?} {:?}",
+                tls_summary = match (
                     tls.conn.protocol_version(),
-                    tls.conn.negotiated_cipher_suite().map(|s| s.suite())
-                ));
+                    tls.conn.negotiated_cipher_suite(),
+                ) {
+                    (Some(version), Some(suite)) => {
+                        Some(format!("{version:?} {:?}", suite.suite()))
+                    }
+                    _ => Some("(handshake incomplete)".to_owned()),
+                };
                 Box::new(tls)
             }
         };
