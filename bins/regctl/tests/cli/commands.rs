@@ -1,10 +1,9 @@
 //! The command set against Distribution registries: plain HTTP, TLS, htpasswd; --json, exit
 //! codes, --policy.
 
-use vch_pki::{CaOptions, CertificateAuthority, LeafOptions};
 use vch_testbed::{HttpClient, Registry, TestImage};
 
-use crate::Home;
+use crate::{Home, TestPki};
 
 #[test]
 fn usage_errors_exit_2_and_failures_exit_1() {
@@ -88,17 +87,9 @@ fn read_commands_on_a_plain_registry() {
 #[test]
 fn copy_to_tls_registry_then_tag_and_manifest_delete() {
     let src = Registry::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = CertificateAuthority::generate(&CaOptions::new("regctl test CA")).unwrap();
-    let server = ca.issue(&LeafOptions::server(["127.0.0.1"])).unwrap();
-    let (cap, cert, key) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("c.pem"),
-        dir.path().join("k.pem"),
-    );
-    std::fs::write(&cap, ca.cert_pem()).unwrap();
-    std::fs::write(&cert, server.cert_pem()).unwrap();
-    std::fs::write(&key, server.key().to_pem()).unwrap();
+    let pki = TestPki::new();
+    let (cert, key) = pki.server_files("server", &["127.0.0.1"]);
+    let cap = pki.ca_path();
     let dst = Registry::builder().tls(&cert, &key).start().unwrap();
     let pushed = TestImage::random("src/app", "v1")
         .layers(3)
@@ -153,17 +144,9 @@ fn copy_to_tls_registry_then_tag_and_manifest_delete() {
 
 #[test]
 fn login_over_tls_with_htpasswd_and_policy_gate() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = CertificateAuthority::generate(&CaOptions::new("regctl test CA")).unwrap();
-    let server = ca.issue(&LeafOptions::server(["127.0.0.1"])).unwrap();
-    let (cap, cert, key) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("c.pem"),
-        dir.path().join("k.pem"),
-    );
-    std::fs::write(&cap, ca.cert_pem()).unwrap();
-    std::fs::write(&cert, server.cert_pem()).unwrap();
-    std::fs::write(&key, server.key().to_pem()).unwrap();
+    let pki = TestPki::new();
+    let (cert, key) = pki.server_files("server", &["127.0.0.1"]);
+    let cap = pki.ca_path();
     let reg = Registry::builder()
         .tls(&cert, &key)
         .htpasswd_user("alice", "pw")
@@ -206,7 +189,7 @@ fn login_over_tls_with_htpasswd_and_policy_gate() {
     // --policy: a whitelist without this registry refuses it with the VCH's message; with it
     // listed (and its CA from the policy), access works without `registry set` trust.
     let plain = Registry::start().unwrap();
-    let vch = dir.path().join("vch.toml");
+    let vch = home.path().join("vch.toml");
     std::fs::write(&vch, "[registry]\nwhitelist = [\"10.9.9.9\"]\n").unwrap();
     let out = home.run(&[
         "--policy",

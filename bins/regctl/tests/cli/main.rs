@@ -8,8 +8,45 @@ mod interop;
 mod proxy;
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use vch_pki::{CaOptions, CertificateAuthority, LeafOptions};
+
+/// A test CA whose certificate is written to `ca.pem` in a temp dir, issuing server
+/// certificates as PEM files there (the form `Registry::builder().tls` and `--cacert` take).
+pub(crate) struct TestPki {
+    pub(crate) ca: CertificateAuthority,
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::generate(&CaOptions::new("regctl test CA")).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        Self { ca, dir }
+    }
+
+    pub(crate) fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Issues a server certificate for `names`; its certificate and key files.
+    pub(crate) fn server_files(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let leaf = self
+            .ca
+            .issue(&LeafOptions::server(names.iter().copied()))
+            .unwrap();
+        let (cert, key) = (
+            self.dir.path().join(format!("{stem}-cert.pem")),
+            self.dir.path().join(format!("{stem}-key.pem")),
+        );
+        std::fs::write(&cert, leaf.cert_pem()).unwrap();
+        std::fs::write(&key, leaf.key().to_pem()).unwrap();
+        (cert, key)
+    }
+}
 
 /// An isolated home: regctl's config, Docker's config dir, certs.d all inside it.
 pub(crate) struct Home {

@@ -2,27 +2,17 @@
 //! OpenSSL server, where the library's own tests use rustls) in front of the testbed's forward
 //! proxy, which alone resolves the registry's name, so reaching it proves the proxy was used.
 
-use vch_pki::{CaOptions, CertificateAuthority, LeafOptions};
+use vch_pki::LeafOptions;
 use vch_testbed::{ForwardProxy, Haproxy, HttpClient, Registry, TestImage};
 
-use crate::Home;
+use crate::{Home, TestPki};
 
 #[test]
 fn regctl_reaches_a_registry_through_an_https_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = CertificateAuthority::generate(&CaOptions::new("regctl proxy test CA")).unwrap();
-    let registry_cert = ca
-        .issue(&LeafOptions::server(["registry.test", "127.0.0.1"]))
-        .unwrap();
-    let proxy_cert = ca.issue(&LeafOptions::server(["127.0.0.1"])).unwrap();
-    let (ca_path, cert, key) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("reg-cert.pem"),
-        dir.path().join("reg-key.pem"),
-    );
-    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
-    std::fs::write(&cert, registry_cert.cert_pem()).unwrap();
-    std::fs::write(&key, registry_cert.key().to_pem()).unwrap();
+    let pki = TestPki::new();
+    let (cert, key) = pki.server_files("registry", &["registry.test", "127.0.0.1"]);
+    let proxy_cert = pki.ca.issue(&LeafOptions::server(["127.0.0.1"])).unwrap();
+    let ca_path = pki.ca_path();
     let reg = Registry::builder().tls(&cert, &key).start().unwrap();
     let pushed = TestImage::random("team/app", "v1")
         .push(&HttpClient::tls(&ca_path).unwrap(), reg.url())
