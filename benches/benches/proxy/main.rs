@@ -17,6 +17,7 @@
 //! nice -n -20 cargo bench -p vch-benches --bench proxy            # full run (~4 min, root)
 //! cargo bench -p vch-benches --bench proxy -- --quick             # small sizes, a smoke run
 //! cargo bench -p vch-benches --bench proxy -- --phases ping,idle  # some phases only
+//! VCH_BENCH_BASELINE=/path/to/older/bench-exe cargo bench ... # A/B: that build's endpoint too
 //! ```
 #![allow(
     clippy::print_stdout,
@@ -49,6 +50,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 const BIG_IMAGE: &str = "vchbench-big:latest";
 const BIG_FILE: &str = "big.bin";
 const SMALL_FILE: &str = "small.bin";
+/// The path of another build of this bench executable (say, of the previous commit): when set,
+/// its `vch-admin serve` runs as two more targets ("baseline …"), so that a change is measured
+/// side by side with what it changes, in the same run.
+const BASELINE_ENV: &str = "VCH_BENCH_BASELINE";
 /// What the docker CLI sends first.
 const PING: &[u8] = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n";
 /// What the proxy forwards it as (unversioned paths are served as 1.25).
@@ -332,6 +337,17 @@ fn run() -> anyhow::Result<()> {
     let mut report = String::new();
     let vch = Vch::start(&bench.plain_dir, bench.config.idle + 64)?;
     let vch_tls = Vch::start(&bench.mtls_dir, bench.config.idle + 64)?;
+    // Another build of this bench, for an A/B run side by side: its endpoint as two more targets.
+    let baseline = match std::env::var_os(BASELINE_ENV) {
+        Some(exe) => {
+            let exe = std::path::PathBuf::from(exe);
+            Some((
+                Vch::start_baseline(&exe, &bench.plain_dir, bench.config.idle + 64)?,
+                Vch::start_baseline(&exe, &bench.mtls_dir, bench.config.idle + 64)?,
+            ))
+        }
+        None => None,
+    };
     let mut targets = vec![
         Target {
             name: "direct unix",
@@ -384,6 +400,24 @@ fn run() -> anyhow::Result<()> {
             engine,
         },
     ]);
+    if let Some((plain, mtls)) = &baseline {
+        targets.extend([
+            Target {
+                name: "baseline tcp→unix",
+                dial: Dial::Tcp(plain.addr),
+                relay: Some(plain.pid()),
+                ping: PING,
+                engine,
+            },
+            Target {
+                name: "baseline mtls→unix",
+                dial: Dial::Tls(mtls.addr, Arc::clone(&bench.tls_client)),
+                relay: Some(mtls.pid()),
+                ping: PING,
+                engine,
+            },
+        ]);
+    }
     report += &tls_suites(&targets)?;
 
     if bench.config.wants("ping") {
@@ -406,7 +440,7 @@ fn run() -> anyhow::Result<()> {
     }
     // Every request sent through a VCH left its audit line: the traffic really went through.
     let audit = (vch.audit_lines()?, vch_tls.audit_lines()?);
-    drop((vch, vch_tls));
+    drop((vch, vch_tls, baseline));
     if bench.config.wants("memory") {
         bench.config.check_time("the memory phase")?;
         report += &bench.memory()?;

@@ -33,9 +33,13 @@ pub(crate) fn child_main() -> ExitCode {
 
 fn vch_admin() -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("cannot find the bench executable")?;
+    Ok(child(&exe))
+}
+
+fn child(exe: &Path) -> Command {
     let mut cmd = Command::new(exe);
     cmd.env(CHILD_ENV, "1");
-    Ok(cmd)
+    cmd
 }
 
 /// `vch-admin create --name NAME --cert-path ROOT/NAME --docker-host HOST [--no-tls]`: plain
@@ -82,8 +86,30 @@ impl Vch {
     /// Starts `vch-admin serve DIR --listen 127.0.0.1:0` with the audit log in a file (as a
     /// deployment would) and waits for the line that says where it listens.
     pub(crate) fn start(dir: &Path, max_connections: usize) -> anyhow::Result<Vch> {
-        let audit_log = dir.join("audit.log");
-        let mut cmd = vch_admin()?;
+        Vch::start_from(vch_admin()?, dir.join("audit.log"), dir, max_connections)
+    }
+
+    /// The same, run by another build of this bench (`VCH_BENCH_BASELINE`, see `main.rs`), with
+    /// its own audit log.
+    pub(crate) fn start_baseline(
+        exe: &Path,
+        dir: &Path,
+        max_connections: usize,
+    ) -> anyhow::Result<Vch> {
+        Vch::start_from(
+            child(exe),
+            dir.join("audit-baseline.log"),
+            dir,
+            max_connections,
+        )
+    }
+
+    fn start_from(
+        mut cmd: Command,
+        audit_log: PathBuf,
+        dir: &Path,
+        max_connections: usize,
+    ) -> anyhow::Result<Vch> {
         cmd.arg("serve")
             .arg(dir)
             .args(["--listen", "127.0.0.1:0", "--shutdown-grace", "2"])
