@@ -9,7 +9,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::Error;
-use crate::io::{EngineUnix, Stream};
+use crate::io::Stream;
 
 /// Where dockerd listens.
 #[derive(Clone)]
@@ -95,9 +95,7 @@ impl Upstream {
     /// Opens a new connection.
     pub(crate) async fn connect(&self) -> std::io::Result<Stream> {
         match &self.target {
-            Target::Unix(path) => Ok(Stream::Engine(EngineUnix::new(
-                UnixStream::connect(path).await?,
-            )?)),
+            Target::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
             Target::Tcp { addr, tls } => {
                 let tcp = TcpStream::connect(addr.as_str()).await?;
                 tcp.set_nodelay(true)?;
