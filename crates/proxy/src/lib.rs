@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod engine;
 mod error;
 mod gate;
 mod io;
@@ -15,6 +16,9 @@ mod upstream;
 
 // The API.
 pub use crate::audit::{AUDIT_TARGET, Peer};
+// For the fuzz targets: how dockerd's answers are read.
+#[doc(hidden)]
+pub use crate::engine::{ChunkedDecoder, Framing, ResponseHead, dechunk, parse_response_head};
 pub use crate::error::Error;
 pub use crate::gate::{ImagesCreate, auth_registry, form_get, images_create, parse_query};
 pub use crate::route::{

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::task::AbortHandle;
 use vch_policy::{Decision, ImageRef};
 
 use crate::audit::{Audit, AuditGuard, Counted, Deferred, Peer};
+use crate::engine::{self, EngineConn, Slot};
 use crate::error::docker_error;
 use crate::gate::{self, ImagesCreate};
 use crate::route::{self, API_VERSION, Kind, Routed};
@@ -21,7 +21,13 @@ use crate::server::Shared;
 use crate::settings::Settings;
 
 /// Bodies on both sides.
-pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+/// (A concrete error type: with `Box<dyn Error>` rustc cannot prove the connection future `Send`.)
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A body error of the client or of hyper, as a body error.
+pub(crate) fn box_error(e: hyper::Error) -> std::io::Error {
+    std::io::Error::other(e)
+}
 
 /// A `POST /auth` body is read whole to find the registry; larger ones are refused.
 const MAX_AUTH_BODY: usize = 64 * 1024;
@@ -47,7 +53,8 @@ pub(crate) struct Conn {
     shared: Arc<Shared>,
     /// The peer's part of every audit record.
     peer: Arc<str>,
-    upstream: tokio::sync::Mutex<Option<(SendRequest<Body>, Arc<str>)>>,
+    engine: Slot,
+    /// Tasks driving engine connections handed over to a hijack.
     drivers: std::sync::Mutex<Vec<AbortHandle>>,
     /// Audit records of ended exchanges, written after the connection's next flush.
     deferred: Arc<Deferred>,
@@ -71,7 +78,7 @@ impl Conn {
         Conn {
             shared,
             peer: peer.json_fields(),
-            upstream: tokio::sync::Mutex::new(None),
+            engine: Slot::default(),
             drivers: std::sync::Mutex::new(Vec::new()),
             deferred,
         }
@@ -129,13 +136,17 @@ impl Conn {
                 if let Some(denied) = self.gate_pull(settings, &parts, audit).await {
                     return (denied, None);
                 }
-                Counted::request(incoming, Arc::clone(audit)).boxed()
+                Counted::request(incoming, Arc::clone(audit))
+                    .map_err(box_error)
+                    .boxed()
             }
             Kind::Auth => match self.gate_auth(settings, incoming, audit).await {
                 Ok(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed(),
                 Err(denied) => return (denied, None),
             },
-            _ => Counted::request(incoming, Arc::clone(audit)).boxed(),
+            _ => Counted::request(incoming, Arc::clone(audit))
+                .map_err(box_error)
+                .boxed(),
         };
         self.forward(settings, &routed, parts, body, client_upgrade, audit)
             .await
@@ -259,7 +270,8 @@ impl Conn {
         *upstream_req.uri_mut() = uri;
         *upstream_req.headers_mut() = headers;
 
-        let mut response = match self.send(settings, upstream_req).await {
+        let hijack = client_upgrade.is_some();
+        let mut response = match self.send(settings, upstream_req, hijack).await {
             Ok(response) => response,
             Err(message) => return (docker_error(StatusCode::BAD_GATEWAY, &message), None),
         };
@@ -294,49 +306,76 @@ impl Conn {
         if routed.kind == Kind::Version && parts.status.is_success() {
             return (rewrite_version(parts, body).await, None);
         }
-        (Response::from_parts(parts, body.boxed()), None)
+        (Response::from_parts(parts, body), None)
     }
 
-    /// Sends on this connection's upstream connection, opening (or reopening) it as needed.
+    /// Sends on this client connection's engine connection, opening (or reopening) it as needed.
+    /// A hijack goes through hyper's client, which hands the raw stream over after the `101`.
     async fn send(
         &self,
         settings: &Settings,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, String> {
+        hijack: bool,
+    ) -> Result<Response<Body>, String> {
         let url = settings.upstream.url();
-        let mut slot = self.upstream.lock().await;
-        let reusable = match slot.as_mut() {
-            Some((sender, for_url)) if **for_url == **url => sender.ready().await.is_ok(),
-            _ => false,
-        };
-        if !reusable {
-            let stream = settings
-                .upstream
-                .connect()
-                .await
-                .map_err(|e| format!("cannot reach the Docker engine at {url}: {e}"))?;
-            let (sender, connection) = hyper::client::conn::http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("cannot talk to the Docker engine at {url}: {e}"))?;
-            let driver = tokio::spawn(async move {
-                if let Err(e) = connection.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
-            self.drivers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(driver.abort_handle());
-            *slot = Some((sender, Arc::clone(url)));
+        let kept = EngineConn::take(&self.engine, url);
+        if hijack {
+            let stream = match kept.and_then(EngineConn::into_stream) {
+                Some(stream) => stream,
+                None => settings
+                    .upstream
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot reach the Docker engine at {url}: {e}"))?,
+            };
+            return self.send_hijack(url, stream, req).await;
         }
-        let Some((sender, _)) = slot.as_mut() else {
-            return Err(format!("cannot reach the Docker engine at {url}"));
+        let (parts, body) = req.into_parts();
+        // A body-less GET or HEAD on a kept connection that had gone stale is sent again, once:
+        // dockerd never saw it.
+        let retry =
+            (parts.method == Method::GET || parts.method == Method::HEAD) && body.is_end_stream();
+        let conn = match kept {
+            Some(conn) => conn,
+            None => EngineConn::open(&settings.upstream).await?,
         };
-        sender
+        match engine::exchange(conn, &parts, body, Arc::clone(&self.engine)).await {
+            Ok(response) => Ok(response),
+            Err(failed) if failed.stale && retry => {
+                tracing::debug!(error = %failed.message, "kept engine connection was stale");
+                let conn = EngineConn::open(&settings.upstream).await?;
+                engine::exchange(conn, &parts, Body::default(), Arc::clone(&self.engine))
+                    .await
+                    .map_err(|failed| failed.message)
+            }
+            Err(failed) => Err(failed.message),
+        }
+    }
+
+    async fn send_hijack(
+        &self,
+        url: &str,
+        stream: crate::io::Stream,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, String> {
+        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("cannot talk to the Docker engine at {url}: {e}"))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        self.drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(driver.abort_handle());
+        let response = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("the Docker engine at {url} failed: {e}"))
+            .map_err(|e| format!("the Docker engine at {url} failed: {e}"))?;
+        Ok(response.map(|body| body.map_err(box_error).boxed()))
     }
 }
 
@@ -438,10 +477,7 @@ fn rewrite_api_headers(headers: &mut HeaderMap) {
     }
 }
 
-async fn rewrite_version(
-    mut parts: hyper::http::response::Parts,
-    body: Incoming,
-) -> Response<Body> {
+async fn rewrite_version(mut parts: hyper::http::response::Parts, body: Body) -> Response<Body> {
     let bytes = match Limited::new(body, MAX_VERSION_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {

@@ -1,5 +1,5 @@
-//! Replays the proxy's fuzz seed corpus (`fuzz/seeds/docker_request/`) through the fuzz
-//! target's own check ([`crate::fuzz_checks`]).
+//! Replays the proxy's fuzz seed corpora (`fuzz/seeds/docker_request/`,
+//! `fuzz/seeds/engine_response/`) through the fuzz targets' own checks ([`crate::fuzz_checks`]).
 //!
 //! The `seed-<hash>` files are generated from the table below: `VCH_WRITE_SEEDS=1 cargo test -p
 //! vch-proxy --test it fuzz_seeds -- --test-threads=1` rewrites them; otherwise a test checks
@@ -39,15 +39,39 @@ const REQUESTS: &[&str] = &[
     "GET /v1.25/plugins/a/b/json/",
 ];
 
-/// The committed corpus of the proxy's fuzz target.
+/// dockerd's answers as `engine_response` reads them: a control byte (bit 0: a `HEAD`
+/// request; bits 1-4: read size - 1), then the response.
+const RESPONSES: &[&str] = &[
+    "\x00HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nOK",
+    "\x01HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+    "\x02HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1b\r\n{\"status\":\"Pulling fs layer\"}\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: y\r\n\r\n",
+    "\x07HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+    "\x04HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\nxx",
+    "\x1eHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n",
+    "\x00HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    "\x00HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\n",
+    "\x00HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "\x00HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "\x00HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n",
+    "\x00HTTP/1.0 404 Not Found\r\nConnection: keep-alive\r\nContent-Length: 40\r\n\r\n{\"message\":\"No such container: abc\"}",
+];
+
+/// The committed corpora of the proxy's fuzz targets.
 fn corpus() -> SeedCorpus {
     SeedCorpus::new(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds"),
-        vec![SeedTarget {
-            name: "docker_request",
-            check: fuzz_checks::docker_request,
-            seeds: REQUESTS.iter().map(|s| (*s).to_owned()).collect(),
-        }],
+        vec![
+            SeedTarget {
+                name: "docker_request",
+                check: fuzz_checks::docker_request,
+                seeds: REQUESTS.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            SeedTarget {
+                name: "engine_response",
+                check: fuzz_checks::engine_response,
+                seeds: RESPONSES.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        ],
     )
 }
 
