@@ -30,8 +30,8 @@ use crate::io::Stream;
 use crate::service::Body;
 use crate::upstream::Upstream;
 
-/// Largest response head accepted from the engine.
-const MAX_HEAD: usize = 1024 * 1024;
+/// Largest response head accepted from the engine (dockerd's are under 1 KiB).
+const MAX_HEAD: usize = 256 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 128;
 /// Largest chunk-size line (with extensions) or trailer section.
@@ -88,11 +88,6 @@ impl EngineConn {
         slot.take().filter(|conn| *conn.url == *url)
     }
 
-    /// The stream, for hyper's client to hijack; `None` if bytes are still buffered.
-    pub(crate) fn into_stream(self) -> Option<Stream> {
-        self.buf.is_empty().then_some(self.io)
-    }
-
     /// Reads more from the engine into `buf`; `Ok(0)` at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < self.next_read {
@@ -127,6 +122,9 @@ pub(crate) async fn exchange(
     let reused = conn.reused;
     conn.reused = true;
     let mut answered = false;
+    // A head ends with a line feed: it is parsed again only when one has come in, so that an
+    // engine that answers a byte at a time does not cost a parse per byte.
+    let mut new_line = true;
     let head = poll_fn(|cx| {
         loop {
             if !upload.complete
@@ -138,7 +136,11 @@ pub(crate) async fn exchange(
                 // dockerd stopped reading; it may still have answered.
                 tracing::debug!(error = %e.error, "request body not fully sent");
             }
-            match parse_response_head(&conn.buf) {
+            let parsed = match new_line {
+                true => parse_response_head(&conn.buf),
+                false => Ok(None),
+            };
+            match parsed {
                 Ok(Some((head, len))) => {
                     answered = true;
                     let _ = conn.buf.split_to(len);
@@ -159,12 +161,16 @@ pub(crate) async fn exchange(
                 Err(e) => return Poll::Ready(Err(failed(false, e))),
             }
             let stale = reused && !answered;
+            let before = conn.buf.len();
             match ready!(conn.poll_fill(cx)) {
                 Ok(0) => {
                     let what = "it closed the connection without answering".to_owned();
                     return Poll::Ready(Err(failed(stale, what)));
                 }
-                Ok(_) => answered |= !conn.buf.is_empty(),
+                Ok(_) => {
+                    answered = true;
+                    new_line = conn.buf[before..].contains(&b'\n');
+                }
                 Err(e) => return Poll::Ready(Err(failed(stale, e.to_string()))),
             }
         }
@@ -731,7 +737,101 @@ impl HttpBody for EngineBody {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::{BodyExt as _, Full};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixStream;
+
     use super::*;
+
+    fn parts(method: &str, target: &str) -> hyper::http::request::Parts {
+        let (parts, ()) = hyper::Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", "docker")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+    }
+
+    /// Reads one request head from the fake engine's side.
+    async fn request_head(engine: &mut UnixStream) -> String {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(engine.read(&mut byte).await.unwrap(), 1, "{head:?}");
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    #[tokio::test]
+    async fn exchanges_stream_answers_in_any_slicing_and_reuse_the_connection() {
+        let (ours, mut engine) = UnixStream::pair().unwrap();
+        let slot = Slot::default();
+        let conn = EngineConn {
+            io: Stream::Unix(ours),
+            buf: BytesMut::new(),
+            next_read: MIN_READ,
+            url: Arc::from("unix:///test"),
+            reused: false,
+        };
+        let fake = tokio::spawn(async move {
+            let head = request_head(&mut engine).await;
+            assert!(head.starts_with("GET /v1.25/events HTTP/1.1\r\n"), "{head}");
+            // A 100 Continue first, then a chunked answer, a byte at a time.
+            let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+            for byte in answer {
+                engine.write_all(&[*byte]).await.unwrap();
+                engine.flush().await.unwrap();
+            }
+            // The same connection carries the next exchange, with a body.
+            let head = request_head(&mut engine).await;
+            assert!(head.starts_with("POST /v1.25/build HTTP/1.1\r\n"), "{head}");
+            assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+            let mut body = vec![0u8; b"7\r\ncontext\r\n0\r\n\r\n".len()];
+            engine.read_exact(&mut body).await.unwrap();
+            assert_eq!(body, b"7\r\ncontext\r\n0\r\n\r\n");
+            engine
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+                .await
+                .unwrap();
+            engine
+        });
+
+        let response = exchange(
+            conn,
+            &parts("GET", "/v1.25/events"),
+            Body::default(),
+            Arc::clone(&slot),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["api-version"], "1.41");
+        assert!(
+            slot.lock().unwrap().is_none(),
+            "given back before the answer's end"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hello world");
+
+        let conn = EngineConn::take(&slot, "unix:///test").expect("the connection was not kept");
+        assert!(EngineConn::take(&slot, "unix:///test").is_none());
+        // Streamed (no length): it goes chunked.
+        let upload = Full::new(Bytes::from_static(b"context"))
+            .map_err(|never| match never {})
+            .boxed();
+        let mut upload_parts = parts("POST", "/v1.25/build");
+        upload_parts.headers.remove(header::CONTENT_LENGTH);
+        let response = exchange(conn, &upload_parts, upload, Arc::clone(&slot))
+            .await
+            .unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "OK");
+        assert!(slot.lock().unwrap().is_some());
+        drop(fake.await.unwrap());
+    }
 
     fn head(text: &str) -> ResponseHead {
         let (head, len) = parse_response_head(text.as_bytes()).unwrap().unwrap();

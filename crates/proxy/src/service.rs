@@ -310,7 +310,8 @@ impl Conn {
     }
 
     /// Sends on this client connection's engine connection, opening (or reopening) it as needed.
-    /// A hijack goes through hyper's client, which hands the raw stream over after the `101`.
+    /// A hijack goes through hyper's client on a new connection, which it hands over as the raw
+    /// stream after the `101`.
     async fn send(
         &self,
         settings: &Settings,
@@ -318,18 +319,17 @@ impl Conn {
         hijack: bool,
     ) -> Result<Response<Body>, String> {
         let url = settings.upstream.url();
-        let kept = EngineConn::take(&self.engine, url);
         if hijack {
-            let stream = match kept.and_then(EngineConn::into_stream) {
-                Some(stream) => stream,
-                None => settings
-                    .upstream
-                    .connect()
-                    .await
-                    .map_err(|e| format!("cannot reach the Docker engine at {url}: {e}"))?,
-            };
+            // On a connection of its own: it becomes the raw stream, and a kept one could have
+            // gone stale, which only a retry would reveal.
+            let stream = settings
+                .upstream
+                .connect()
+                .await
+                .map_err(|e| format!("cannot reach the Docker engine at {url}: {e}"))?;
             return self.send_hijack(url, stream, req).await;
         }
+        let kept = EngineConn::take(&self.engine, url);
         let (parts, body) = req.into_parts();
         // A body-less GET or HEAD on a kept connection that had gone stale is sent again, once:
         // dockerd never saw it.
