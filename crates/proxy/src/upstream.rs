@@ -11,6 +11,17 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::Error;
 use crate::io::Stream;
 
+/// The send buffer asked for on a unix socket to dockerd.
+///
+/// On a unix socket the sender's buffer is all that lies between the two ends, 208 KiB by
+/// default: an upload then moved in lockstep, the proxy waiting while dockerd untarred and dockerd
+/// waiting while the proxy decrypted. With 1 MiB (the kernel doubles it, and caps the request at
+/// `net.core.wmem_max`) dockerd reads in larger gulps and both work at once: mutual TLS uploads
+/// went from 0.71 to 0.95 of direct TCP in the proxy bench (0.67 to 0.76 with the default
+/// `wmem_max` of 208 KiB, so hosts that upload much over TLS gain by raising it). Kernel memory
+/// is only taken while data waits in it.
+const ENGINE_SNDBUF: usize = 1 << 20;
+
 /// Where dockerd listens.
 #[derive(Clone)]
 pub struct Upstream {
@@ -95,7 +106,12 @@ impl Upstream {
     /// Opens a new connection.
     pub(crate) async fn connect(&self) -> std::io::Result<Stream> {
         match &self.target {
-            Target::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+            Target::Unix(path) => {
+                let unix = UnixStream::connect(path).await?;
+                // Best effort: a smaller buffer only costs speed.
+                let _ = rustix::net::sockopt::set_socket_send_buffer_size(&unix, ENGINE_SNDBUF);
+                Ok(Stream::Unix(unix))
+            }
             Target::Tcp { addr, tls } => {
                 let tcp = TcpStream::connect(addr.as_str()).await?;
                 tcp.set_nodelay(true)?;
