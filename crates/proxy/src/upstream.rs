@@ -127,3 +127,27 @@ impl Upstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unix_engine_connections_get_a_larger_send_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sock");
+        let _listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let upstream = Upstream::parse(&format!("unix://{}", path.display()), None).unwrap();
+        let Stream::Unix(unix) = upstream.connect().await.unwrap() else {
+            panic!("not a unix stream");
+        };
+        let size = rustix::net::sockopt::socket_send_buffer_size(&unix).unwrap();
+        let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The kernel doubles what it grants, and grants at most wmem_max.
+        assert_eq!(size, 2 * ENGINE_SNDBUF.min(wmem_max));
+    }
+}
