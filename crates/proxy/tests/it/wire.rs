@@ -469,3 +469,76 @@ fn shutdown_stops_accepting_and_lets_requests_finish() {
     let answer = read_until(&mut waiting, "StatusCode", "the in-flight request");
     assert!(answer.starts_with("HTTP/1.1 200"));
 }
+
+/// An engine that answers one request per connection and then closes it: the proxy's kept
+/// connection is stale at the next request. A body-less GET is sent again on a new connection;
+/// anything else gets a 502 (dockerd may have acted on it).
+#[test]
+fn a_stale_engine_connection_is_retried_for_gets_only() {
+    use std::os::unix::net::UnixListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("engine.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if conn.read(&mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK");
+            // Dropped: closed right after its one answer.
+        }
+    });
+    let vch = Vch::start_with(
+        format!("unix://{}", socket.display()),
+        dir.path(),
+        Mode::Plain,
+        &[],
+    );
+
+    let mut client = TcpStream::connect(vch.addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut ask = |request: &str| {
+        client.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Each answer here is one short read away from complete: head and a 2-byte body, or a
+        // 502's JSON message.
+        while !(answer.ends_with(b"OK") || answer.ends_with(b"}\n") || answer.ends_with(b"}")) {
+            let n = client.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "connection closed: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let get = "GET /v1.25/info HTTP/1.1\r\nHost: x\r\n\r\n";
+    let first = ask(get);
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let second = ask(get);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "no new engine connection for the retry"
+    );
+    let post =
+        ask("POST /v1.25/containers/abc/start HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    assert!(post.starts_with("HTTP/1.1 502"), "{post}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a POST was sent again");
+}
