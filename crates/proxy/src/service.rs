@@ -25,7 +25,7 @@ use crate::settings::Settings;
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// A body error of the client or of hyper, as a body error.
-pub(crate) fn box_error(e: hyper::Error) -> std::io::Error {
+pub(crate) fn body_error(e: hyper::Error) -> std::io::Error {
     std::io::Error::other(e)
 }
 
@@ -137,7 +137,7 @@ impl Conn {
                     return (denied, None);
                 }
                 Counted::request(incoming, Arc::clone(audit))
-                    .map_err(box_error)
+                    .map_err(body_error)
                     .boxed()
             }
             Kind::Auth => match self.gate_auth(settings, incoming, audit).await {
@@ -145,7 +145,7 @@ impl Conn {
                 Err(denied) => return (denied, None),
             },
             _ => Counted::request(incoming, Arc::clone(audit))
-                .map_err(box_error)
+                .map_err(body_error)
                 .boxed(),
         };
         self.forward(settings, &routed, parts, body, client_upgrade, audit)
@@ -375,7 +375,7 @@ impl Conn {
             .send_request(req)
             .await
             .map_err(|e| format!("the Docker engine at {url} failed: {e}"))?;
-        Ok(response.map(|body| body.map_err(box_error).boxed()))
+        Ok(response.map(|body| body.map_err(body_error).boxed()))
     }
 }
 
