@@ -37,6 +37,8 @@ const MAX_HEADERS: usize = 128;
 /// Largest chunk-size line (with extensions) or trailer section.
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 64 * 1024;
+/// Queued pieces handed to one vectored write (a chunk is three: size line, data, CRLF).
+const WRITE_SLICES: usize = 16;
 /// Reads start at this size and double while they come back full, up to [`MAX_READ`].
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 512 * 1024;
@@ -177,26 +179,22 @@ pub(crate) async fn exchange(
     })
     .await?;
 
-    let framing = head.framing(head_only);
-    let mut response = Response::new(Body::default());
-    *response.status_mut() = head.status;
-    *response.version_mut() = Version::HTTP_11;
-    // After a `101` the connection no longer speaks HTTP (the caller refuses it: it asked for no
-    // upgrade).
-    let keep = head.keep_alive && head.status != StatusCode::SWITCHING_PROTOCOLS;
-    *response.headers_mut() = head.headers;
-    let body = EngineBody {
+    let mut body = EngineBody {
         conn: Some(conn),
         upload,
-        framing,
-        keep,
+        framing: head.framing(head_only),
+        // After a `101` the connection no longer speaks HTTP (the caller refuses it: it asked
+        // for no upgrade).
+        keep: head.keep_alive && head.status != StatusCode::SWITCHING_PROTOCOLS,
         slot,
     };
-    let mut body = body;
     if body.framing.is_done() {
         body.finish();
     }
-    *response.body_mut() = body.boxed();
+    let mut response = Response::new(body.boxed());
+    *response.status_mut() = head.status;
+    *response.version_mut() = Version::HTTP_11;
+    *response.headers_mut() = head.headers;
     Ok(response)
 }
 
@@ -535,14 +533,14 @@ impl Upload {
         };
         loop {
             while !self.queue.is_empty() {
-                let slices: Vec<io::IoSlice<'_>> = self
-                    .queue
-                    .iter()
-                    .take(64)
-                    .map(|b| io::IoSlice::new(b))
-                    .collect();
-                let n =
-                    ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices)).map_err(engine)?;
+                // On the stack: this runs for every chunk of an upload.
+                let mut slices = [io::IoSlice::new(&[]); WRITE_SLICES];
+                let count = self.queue.len().min(WRITE_SLICES);
+                for (slice, bytes) in slices.iter_mut().zip(&self.queue) {
+                    *slice = io::IoSlice::new(bytes);
+                }
+                let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))
+                    .map_err(engine)?;
                 if n == 0 {
                     return Poll::Ready(Err(engine(io::ErrorKind::WriteZero.into())));
                 }
