@@ -57,6 +57,15 @@ pub enum Error {
         /// The update entry (normalised text).
         entry: String,
     },
+    /// An update entry of the push list is not contained in the deploy-time push list (or, with
+    /// none, in the deploy-time whitelist).
+    #[error(
+        "update entry `{entry}` would broaden the push list: it is not contained in any deploy-time entry"
+    )]
+    PushBroadening {
+        /// The update entry (normalised text).
+        entry: String,
+    },
     /// An update with no whitelist entries would turn whitelist mode off.
     #[error("an empty update would turn whitelist mode off and allow every registry")]
     EmptyUpdate,

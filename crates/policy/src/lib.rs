@@ -26,7 +26,10 @@ mod policy;
 mod reference;
 
 // The API.
-pub use crate::config::{DnsConfig, RegistryConfig, load_ca_file, parse_ca_pem};
+pub use crate::config::{
+    DnsConfig, EnforcementMode, NarrowedLists, PushRule, RegistryConfig, RegistryRules,
+    load_ca_file, parse_ca_pem,
+};
 #[cfg(feature = "dns")]
 pub use crate::dns::HickoryResolver;
 pub use crate::dns::{Answer, Resolver, ReverseDns, ReverseDnsMode, ReverseNames};

@@ -70,7 +70,39 @@ pub(crate) struct Audit {
     status: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    policy: Mutex<Option<(String, bool, String)>>,
+    policy: Mutex<Option<PolicyRecord>>,
+}
+
+/// The policy's part of an audit record: the gate's decision on a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PolicyRecord {
+    /// The gate (`images/push`).
+    pub(crate) route: &'static str,
+    /// `enforce` or `audit`.
+    pub(crate) mode: &'static str,
+    /// The deciding item: the first denied one, else the last allowed one.
+    pub(crate) verdict: Verdict,
+    /// Every item decided, when there were several.
+    pub(crate) others: Vec<Verdict>,
+    /// Denied by the policy, let through because the mode is `audit`.
+    pub(crate) would_deny: bool,
+}
+
+/// One decided item.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// `pull`, `push`, `login`, `search`, or what comes from no registry (`load`, `import`, …).
+    pub(crate) action: &'static str,
+    /// The image reference or registry decided (empty for content from no registry).
+    pub(crate) image: String,
+    /// The registry decided on.
+    pub(crate) registry: Option<String>,
+    /// The entry that matched.
+    pub(crate) entry: Option<String>,
+    /// The policy's verdict.
+    pub(crate) allowed: bool,
+    /// Why.
+    pub(crate) decision: String,
 }
 
 impl Audit {
@@ -98,9 +130,9 @@ impl Audit {
         self.status.store(u64::from(status), Ordering::Relaxed);
     }
 
-    /// Records a policy decision: the image (or registry), allowed, and the reason.
-    pub(crate) fn set_decision(&self, image: String, allowed: bool, reason: String) {
-        *lock(&self.policy) = Some((image, allowed, reason));
+    /// Records the gate's decision.
+    pub(crate) fn set_policy(&self, record: PolicyRecord) {
+        *lock(&self.policy) = Some(record);
     }
 
     pub(crate) fn add_in(&self, n: u64) {
@@ -157,20 +189,55 @@ impl Audit {
         out.push('.');
         push_u64(out, micros % 1000, 3);
         match &*lock(&self.policy) {
-            Some((image, allowed, decision)) => {
-                out.push_str(",\"image\":");
-                push_json_str(out, image);
-                out.push_str(if *allowed {
-                    ",\"allowed\":true"
+            Some(record) => {
+                out.push_str(",\"route\":");
+                push_json_str(out, record.route);
+                out.push_str(",\"mode\":");
+                push_json_str(out, record.mode);
+                out.push(',');
+                record.verdict.write_json_fields(out);
+                out.push_str(if record.would_deny {
+                    ",\"would_deny\":true"
                 } else {
-                    ",\"allowed\":false"
+                    ",\"would_deny\":false"
                 });
-                out.push_str(",\"decision\":");
-                push_json_str(out, decision);
+                if !record.others.is_empty() {
+                    out.push_str(",\"items\":[");
+                    for (i, verdict) in record.others.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push('{');
+                        verdict.write_json_fields(out);
+                        out.push('}');
+                    }
+                    out.push(']');
+                }
             }
             None => out.push_str(",\"image\":null,\"allowed\":null,\"decision\":null"),
         }
         out.push('}');
+    }
+}
+
+impl Verdict {
+    /// `"action":…,"image":…,"registry":…,"entry":…,"allowed":…,"decision":…`
+    fn write_json_fields(&self, out: &mut String) {
+        out.push_str("\"action\":");
+        push_json_str(out, self.action);
+        out.push_str(",\"image\":");
+        push_json_str(out, &self.image);
+        out.push_str(",\"registry\":");
+        push_opt_json_str(out, self.registry.as_deref());
+        out.push_str(",\"entry\":");
+        push_opt_json_str(out, self.entry.as_deref());
+        out.push_str(if self.allowed {
+            ",\"allowed\":true"
+        } else {
+            ",\"allowed\":false"
+        });
+        out.push_str(",\"decision\":");
+        push_json_str(out, &self.decision);
     }
 }
 
@@ -487,7 +554,20 @@ mod tests {
         audit.add_in(5);
         audit.add_out(70);
         audit.add_out(7);
-        audit.set_decision("reg.x/a:1".into(), false, "denied: \"reg.x\"".into());
+        audit.set_policy(PolicyRecord {
+            route: "images/create",
+            mode: "enforce",
+            verdict: Verdict {
+                action: "pull",
+                image: "reg.x/a:1".into(),
+                registry: Some("reg.x".into()),
+                entry: None,
+                allowed: false,
+                decision: "denied: \"reg.x\"".into(),
+            },
+            others: Vec::new(),
+            would_deny: false,
+        });
         let mut line = String::new();
         audit.write_json(&mut line);
         let rec: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -506,6 +586,13 @@ mod tests {
         assert_eq!(rec["image"], "reg.x/a:1");
         assert_eq!(rec["allowed"], false);
         assert_eq!(rec["decision"], "denied: \"reg.x\"");
+        assert_eq!(rec["route"], "images/create");
+        assert_eq!(rec["action"], "pull");
+        assert_eq!(rec["registry"], "reg.x");
+        assert!(rec["entry"].is_null());
+        assert_eq!(rec["mode"], "enforce");
+        assert_eq!(rec["would_deny"], false);
+        assert!(rec.get("items").is_none());
         assert!(rec["time"].as_str().is_some_and(|t| t.ends_with('Z')));
 
         let bare = Audit::new(

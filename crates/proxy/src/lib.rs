@@ -6,8 +6,11 @@ mod audit;
 mod engine;
 mod error;
 mod gate;
+mod gojson;
+mod info;
 mod io;
 pub mod manual;
+mod police;
 mod route;
 mod server;
 mod service;
@@ -16,11 +19,16 @@ mod upstream;
 
 // The API.
 pub use crate::audit::{AUDIT_TARGET, Peer};
-// For the fuzz targets: how dockerd's answers are read.
+// For the fuzz targets: how request bodies and dockerd's answers are read.
 #[doc(hidden)]
 pub use crate::engine::{ChunkedDecoder, Framing, ResponseHead, dechunk, parse_response_head};
 pub use crate::error::Error;
-pub use crate::gate::{ImagesCreate, auth_registry, form_get, images_create, parse_query};
+pub use crate::gate::{
+    Action, Ask, Gate, ImagesCreate, Item, Subject, Unsourced, auth_registry, form_get,
+    images_create, parse_query, search_registry,
+};
+#[doc(hidden)]
+pub use crate::gojson::check_invariants as go_json_check;
 pub use crate::route::{
     API_VERSION, ApiVersion, Kind, MIN_API_VERSION, Refusal, Routed, percent_decode, route,
 };

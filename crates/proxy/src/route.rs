@@ -2,6 +2,8 @@
 
 use hyper::Method;
 
+use crate::gate::Gate;
+
 /// The API version this endpoint speaks.
 pub const API_VERSION: ApiVersion = ApiVersion {
     major: 1,
@@ -51,10 +53,10 @@ pub enum Kind {
     Ping,
     /// `GET /version`: the body's `ApiVersion` is rewritten.
     Version,
-    /// `POST /images/create`: a pull (`fromImage`) or an import (`fromSrc`).
-    ImagesCreate,
-    /// `POST /auth`: a registry login.
-    Auth,
+    /// `GET /info`: the registry policy is added to the answer.
+    Info,
+    /// A route that can bring an image in or send one out: its gate decides.
+    Policed(Gate),
     /// Attach and exec start: may hijack the connection.
     Hijack,
     /// Anything else in the v1.25 API.
@@ -131,9 +133,9 @@ use Seg::{Lit, Many, One};
 const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
     (&["GET", "HEAD"], &[Lit("_ping")], Kind::Ping),
     (&["GET"], &[Lit("version")], Kind::Version),
-    (&["GET"], &[Lit("info")], Kind::Other),
+    (&["GET"], &[Lit("info")], Kind::Info),
     (&["GET"], &[Lit("events")], Kind::Other),
-    (&["POST"], &[Lit("auth")], Kind::Auth),
+    (&["POST"], &[Lit("auth")], Kind::Policed(Gate::Auth)),
     (&["GET"], &[Lit("system"), Lit("df")], Kind::Other),
     // containers
     (&["GET"], &[Lit("containers"), Lit("json")], Kind::Other),
@@ -241,16 +243,24 @@ const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
     (&["GET"], &[Lit("exec"), One, Lit("json")], Kind::Other),
     // images
     (&["GET"], &[Lit("images"), Lit("json")], Kind::Other),
-    (&["POST"], &[Lit("build")], Kind::Other),
+    (&["POST"], &[Lit("build")], Kind::Policed(Gate::Build)),
     (
         &["POST"],
         &[Lit("images"), Lit("create")],
-        Kind::ImagesCreate,
+        Kind::Policed(Gate::ImagesCreate),
     ),
-    (&["GET"], &[Lit("images"), Lit("search")], Kind::Other),
+    (
+        &["GET"],
+        &[Lit("images"), Lit("search")],
+        Kind::Policed(Gate::ImagesSearch),
+    ),
     (&["POST"], &[Lit("images"), Lit("prune")], Kind::Other),
     (&["GET"], &[Lit("images"), Lit("get")], Kind::Other),
-    (&["POST"], &[Lit("images"), Lit("load")], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("images"), Lit("load")],
+        Kind::Policed(Gate::ImagesLoad),
+    ),
     (&["POST"], &[Lit("commit")], Kind::Other),
     (&["GET"], &[Lit("images"), Many, Lit("json")], Kind::Other),
     (
@@ -258,7 +268,11 @@ const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
         &[Lit("images"), Many, Lit("history")],
         Kind::Other,
     ),
-    (&["POST"], &[Lit("images"), Many, Lit("push")], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("images"), Many, Lit("push")],
+        Kind::Policed(Gate::ImagesPush),
+    ),
     (&["POST"], &[Lit("images"), Many, Lit("tag")], Kind::Other),
     (&["GET"], &[Lit("images"), Many, Lit("get")], Kind::Other),
     (&["DELETE"], &[Lit("images"), Many], Kind::Other),
@@ -294,12 +308,16 @@ const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
     (&["GET", "DELETE"], &[Lit("nodes"), One], Kind::Other),
     (&["POST"], &[Lit("nodes"), One, Lit("update")], Kind::Other),
     (&["GET"], &[Lit("services")], Kind::Other),
-    (&["POST"], &[Lit("services"), Lit("create")], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("services"), Lit("create")],
+        Kind::Policed(Gate::ServiceCreate),
+    ),
     (&["GET", "DELETE"], &[Lit("services"), One], Kind::Other),
     (
         &["POST"],
         &[Lit("services"), One, Lit("update")],
-        Kind::Other,
+        Kind::Policed(Gate::ServiceUpdate),
     ),
     (&["GET"], &[Lit("services"), One, Lit("logs")], Kind::Other),
     (&["GET"], &[Lit("tasks")], Kind::Other),
@@ -314,9 +332,21 @@ const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
     ),
     // plugins
     (&["GET"], &[Lit("plugins")], Kind::Other),
-    (&["GET"], &[Lit("plugins"), Lit("privileges")], Kind::Other),
-    (&["POST"], &[Lit("plugins"), Lit("pull")], Kind::Other),
-    (&["POST"], &[Lit("plugins"), Lit("create")], Kind::Other),
+    (
+        &["GET"],
+        &[Lit("plugins"), Lit("privileges")],
+        Kind::Policed(Gate::PluginPrivileges),
+    ),
+    (
+        &["POST"],
+        &[Lit("plugins"), Lit("pull")],
+        Kind::Policed(Gate::PluginPull),
+    ),
+    (
+        &["POST"],
+        &[Lit("plugins"), Lit("create")],
+        Kind::Policed(Gate::PluginCreate),
+    ),
     (&["GET"], &[Lit("plugins"), Many, Lit("json")], Kind::Other),
     (
         &["POST"],
@@ -329,6 +359,12 @@ const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
         Kind::Other,
     ),
     (&["POST"], &[Lit("plugins"), Many, Lit("push")], Kind::Other),
+    // Documented from API 1.26, but dockerd 20.10 serves it at any version: `remote` pulls.
+    (
+        &["POST"],
+        &[Lit("plugins"), Many, Lit("upgrade")],
+        Kind::Policed(Gate::PluginUpgrade),
+    ),
     (&["POST"], &[Lit("plugins"), Many, Lit("set")], Kind::Other),
     (&["DELETE"], &[Lit("plugins"), Many], Kind::Other),
 ];
@@ -509,9 +545,12 @@ mod tests {
         assert_eq!(r("GET", "/v1.25/version").unwrap().kind, Kind::Version);
         assert_eq!(
             r("POST", "/v1.25/images/create").unwrap().kind,
-            Kind::ImagesCreate
+            Kind::Policed(Gate::ImagesCreate)
         );
-        assert_eq!(r("POST", "/v1.25/auth").unwrap().kind, Kind::Auth);
+        assert_eq!(
+            r("POST", "/v1.25/auth").unwrap().kind,
+            Kind::Policed(Gate::Auth)
+        );
         assert_eq!(
             r("POST", "/v1.25/containers/abc/attach").unwrap().kind,
             Kind::Hijack
@@ -567,7 +606,7 @@ mod tests {
         // Encoded letters decode to the same endpoint dockerd sees.
         assert_eq!(
             r("POST", "/v1.25/%69mages/create").unwrap().kind,
-            Kind::ImagesCreate
+            Kind::Policed(Gate::ImagesCreate)
         );
     }
 }

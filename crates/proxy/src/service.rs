@@ -10,12 +10,12 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::task::AbortHandle;
-use vch_policy::{Decision, ImageRef};
 
 use crate::audit::{Audit, AuditGuard, Counted, Deferred, Peer};
 use crate::engine::{self, EngineConn, Slot};
 use crate::error::docker_error;
-use crate::gate::{self, ImagesCreate};
+use crate::info;
+use crate::police::{self, Forwarded, Policed};
 use crate::route::{self, API_VERSION, Kind, Routed};
 use crate::server::Shared;
 use crate::settings::Settings;
@@ -29,10 +29,8 @@ pub(crate) fn body_error(e: hyper::Error) -> std::io::Error {
     std::io::Error::other(e)
 }
 
-/// A `POST /auth` body is read whole to find the registry; larger ones are refused.
-const MAX_AUTH_BODY: usize = 64 * 1024;
-/// A `/version` body is read whole to rewrite `ApiVersion`.
-const MAX_VERSION_BODY: usize = 1024 * 1024;
+/// A `/version` or `/info` answer is read whole to rewrite it.
+const MAX_REWRITTEN_BODY: usize = 1024 * 1024;
 
 /// The prefix of unversioned paths when forwarded: `/v` and [`API_VERSION`].
 const VERSION_PREFIX: &str = "/v1.25";
@@ -132,96 +130,27 @@ impl Conn {
         let client_upgrade = hijack.then(|| hyper::upgrade::on(&mut req));
         let (parts, incoming) = req.into_parts();
         let body: Body = match routed.kind {
-            Kind::ImagesCreate => {
-                if let Some(denied) = self.gate_pull(settings, &parts, audit).await {
-                    return (denied, None);
+            Kind::Policed(gate) => {
+                match police::police(settings, gate, &routed.endpoint, &parts, incoming, audit)
+                    .await
+                {
+                    Policed::Refuse(refusal) => return (refusal, None),
+                    Policed::Forward(Forwarded::Read(bytes)) => {
+                        Full::new(bytes).map_err(|never| match never {}).boxed()
+                    }
+                    Policed::Forward(Forwarded::Stream(incoming)) => {
+                        Counted::request(incoming, Arc::clone(audit))
+                            .map_err(body_error)
+                            .boxed()
+                    }
                 }
-                Counted::request(incoming, Arc::clone(audit))
-                    .map_err(body_error)
-                    .boxed()
             }
-            Kind::Auth => match self.gate_auth(settings, incoming, audit).await {
-                Ok(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed(),
-                Err(denied) => return (denied, None),
-            },
             _ => Counted::request(incoming, Arc::clone(audit))
                 .map_err(body_error)
                 .boxed(),
         };
         self.forward(settings, &routed, parts, body, client_upgrade, audit)
             .await
-    }
-
-    /// Decides a pull; `Some(response)` refuses it before dockerd sees it.
-    async fn gate_pull(
-        &self,
-        settings: &Settings,
-        parts: &hyper::http::request::Parts,
-        audit: &Audit,
-    ) -> Option<Response<Body>> {
-        if is_form_body(&parts.headers) {
-            return Some(docker_error(
-                StatusCode::BAD_REQUEST,
-                "form-encoded bodies are not accepted on /images/create: pass parameters in the query string",
-            ));
-        }
-        let form = gate::parse_query(parts.uri.query().unwrap_or(""));
-        let image = match gate::images_create(&form) {
-            Ok(ImagesCreate::Pull(image)) => image,
-            Ok(ImagesCreate::Import) => return None,
-            Err(message) => {
-                let from = gate::form_get(&form, "fromImage").to_owned();
-                audit.set_decision(from, false, message.clone());
-                return Some(docker_error(StatusCode::BAD_REQUEST, &message));
-            }
-        };
-        let decision = decide(settings, &image).await;
-        audit.set_decision(
-            image.to_string(),
-            decision.is_allowed(),
-            decision.to_string(),
-        );
-        tracing::debug!(image = %image, decision = %decision, "pull");
-        deny_response(&decision)
-    }
-
-    /// Reads a login body and decides its registry; the body comes back for forwarding.
-    async fn gate_auth(
-        &self,
-        settings: &Settings,
-        body: Incoming,
-        audit: &Audit,
-    ) -> Result<Bytes, Response<Body>> {
-        let bytes = match Limited::new(body, MAX_AUTH_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                let message = "the login request body is too large or incomplete";
-                return Err(docker_error(StatusCode::BAD_REQUEST, message));
-            }
-        };
-        audit.add_in(bytes.len() as u64);
-        let registry = match gate::auth_registry(&bytes) {
-            Ok(registry) => registry,
-            Err(message) => return Err(docker_error(StatusCode::BAD_REQUEST, &message)),
-        };
-        let decision = match &settings.dns {
-            Some(dns) => {
-                settings
-                    .policy
-                    .decide_at_resolving(&registry, None, dns)
-                    .await
-            }
-            None => settings.policy.decide_registry(&registry),
-        };
-        audit.set_decision(
-            registry.to_string(),
-            decision.is_allowed(),
-            decision.to_string(),
-        );
-        match deny_response(&decision) {
-            Some(denied) => Err(denied),
-            None => Ok(bytes),
-        }
     }
 
     async fn forward(
@@ -305,6 +234,9 @@ impl Conn {
         rewrite_api_headers(&mut parts.headers);
         if routed.kind == Kind::Version && parts.status.is_success() {
             return (rewrite_version(parts, body).await, None);
+        }
+        if routed.kind == Kind::Info && parts.status.is_success() {
+            return (rewrite_info(settings, parts, body).await, None);
         }
         (Response::from_parts(parts, body), None)
     }
@@ -411,31 +343,6 @@ fn spawn_splice(splice: Splice, guard: AuditGuard) {
     });
 }
 
-async fn decide<'a>(settings: &'a Settings, image: &'a ImageRef) -> Decision<'a> {
-    match &settings.dns {
-        Some(dns) => settings.policy.decide_resolving(image, dns).await,
-        None => settings.policy.decide(image),
-    }
-}
-
-fn deny_response(decision: &Decision<'_>) -> Option<Response<Body>> {
-    decision
-        .denial_message()
-        .map(|message| docker_error(StatusCode::FORBIDDEN, &message))
-}
-
-fn is_form_body(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-                || v.to_ascii_lowercase().starts_with("multipart/form-data")
-        })
-}
-
 fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
         if !is_hop_by_hop(name) && name != header::UPGRADE {
@@ -477,15 +384,46 @@ fn rewrite_api_headers(headers: &mut HeaderMap) {
     }
 }
 
-async fn rewrite_version(mut parts: hyper::http::response::Parts, body: Body) -> Response<Body> {
-    let bytes = match Limited::new(body, MAX_VERSION_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return docker_error(
-                StatusCode::BAD_GATEWAY,
-                "the Docker engine's /version answer is unreadable",
-            );
+/// Reads an engine answer that is rewritten.
+async fn read_answer(body: Body, what: &str) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, MAX_REWRITTEN_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(docker_error(
+            StatusCode::BAD_GATEWAY,
+            &format!("the Docker engine's {what} answer is unreadable"),
+        )),
+    }
+}
+
+/// `GET /info` with the registry policy added, so `docker info` answers "where may I pull
+/// from?" (see [`crate::info`]).
+async fn rewrite_info(
+    settings: &Settings,
+    mut parts: hyper::http::response::Parts,
+    body: Body,
+) -> Response<Body> {
+    let bytes = match read_answer(body, "/info").await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let rewritten = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut value) => {
+            info::add_policy(&mut value, settings);
+            Bytes::from(value.to_string())
         }
+        Err(_) => bytes,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        Full::new(rewritten).map_err(|never| match never {}).boxed(),
+    )
+}
+
+async fn rewrite_version(mut parts: hyper::http::response::Parts, body: Body) -> Response<Body> {
+    let bytes = match read_answer(body, "/version").await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
     };
     let rewritten = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(mut version) => {

@@ -4,7 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use vch_policy::{DnsConfig, HickoryResolver, Policy, ReverseDns, ReverseDnsMode};
+use vch_policy::{
+    DnsConfig, EnforcementMode, HickoryResolver, Policy, PushRule, RegistryRules, ReverseDns,
+    ReverseDnsMode,
+};
 
 use crate::Error;
 use crate::upstream::Upstream;
@@ -18,8 +21,14 @@ pub struct Settings {
     pub upstream: Upstream,
     /// TLS for clients; `None` serves plain HTTP.
     pub tls: Option<Arc<ServerConfig>>,
-    /// The registry policy for pulls and logins.
+    /// The registry policy for pulls, logins and searches.
     pub policy: Policy,
+    /// Where pushes may go.
+    pub push: PushRule,
+    /// Whether denials are enforced or only audited.
+    pub mode: EnforcementMode,
+    /// Whether the lists are narrowed from the deploy-time ones (shown by `docker info`).
+    pub narrowed: bool,
     /// Reverse DNS for IP-literal registries; `None` matches them only against IP and CIDR entries.
     pub dns: Option<Arc<ReverseDns<HickoryResolver>>>,
 }
@@ -31,8 +40,20 @@ impl Settings {
             upstream,
             tls: None,
             policy,
+            push: PushRule::SameAsPull,
+            mode: EnforcementMode::Enforce,
+            narrowed: false,
             dns: None,
         }
+    }
+
+    /// Installs a VCH's compiled registry rules: the pull policy, the push rule and the mode.
+    pub fn with_rules(mut self, rules: RegistryRules) -> Self {
+        self.policy = rules.pull;
+        self.push = rules.push;
+        self.mode = rules.mode;
+        self.narrowed = rules.narrowed;
+        self
     }
 
     /// Serves TLS with this configuration; ALPN is set to offer `http/1.1` only.
@@ -45,7 +66,9 @@ impl Settings {
     /// Enables reverse DNS as the policy's mode says (nothing for `off`). Must be called inside a
     /// tokio runtime.
     pub fn with_dns(mut self, config: &DnsConfig) -> Result<Self, Error> {
-        if self.policy.reverse_dns() != ReverseDnsMode::Off {
+        let push_wants_dns =
+            matches!(&self.push, PushRule::List(p) if p.reverse_dns() != ReverseDnsMode::Off);
+        if self.policy.reverse_dns() != ReverseDnsMode::Off || push_wants_dns {
             let resolver = HickoryResolver::new(&config.servers, config.timeout())?;
             self.dns = Some(Arc::new(ReverseDns::new(resolver)));
         }

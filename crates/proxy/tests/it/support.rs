@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracing_subscriber::layer::SubscriberExt as _;
 use vch_pki::{CaOptions, CertificateAuthority, LeafOptions};
-use vch_policy::PolicyBuilder;
+use vch_policy::{Policy, PolicyBuilder, RegistryConfig, RegistryRules};
 use vch_proxy::{Handle, Listen, Options, Server, Settings, Upstream, server_tls};
 use vch_testbed::Dockerd;
 
@@ -86,6 +86,37 @@ impl Vch {
         whitelist: &[&str],
         options: Options,
     ) -> Vch {
+        let mut policy = PolicyBuilder::new();
+        for entry in whitelist {
+            policy.whitelist(*entry);
+        }
+        let rules = RegistryRules {
+            pull: policy.build().unwrap(),
+            ..RegistryRules::default()
+        };
+        Self::start_rules(upstream, docker_config, mode, rules, options)
+    }
+
+    /// The proxy in front of `dockerd` with a `[registry]` section as `vch.toml` would hold it
+    /// (push list, mode, narrowed lists).
+    pub(crate) fn start_config(dockerd: &Dockerd, mode: Mode, config: &RegistryConfig) -> Vch {
+        let rules = config.compile_rules(Path::new(".")).unwrap();
+        let options = Options {
+            header_read_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            ..Options::default()
+        };
+        let upstream = Upstream::parse(&dockerd.host(), None).unwrap();
+        Self::start_rules(upstream, dockerd.docker_config_dir(), mode, rules, options)
+    }
+
+    pub(crate) fn start_rules(
+        upstream: Upstream,
+        docker_config: &Path,
+        mode: Mode,
+        rules: RegistryRules,
+        options: Options,
+    ) -> Vch {
         init_audit_capture();
         let certs = Certs::new("vch-test-client");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -93,11 +124,7 @@ impl Vch {
             .enable_all()
             .build()
             .unwrap();
-        let mut policy = PolicyBuilder::new();
-        for entry in whitelist {
-            policy.whitelist(*entry);
-        }
-        let mut settings = Settings::new(upstream, policy.build().unwrap());
+        let mut settings = Settings::new(upstream, Policy::empty()).with_rules(rules);
         settings = match mode {
             Mode::Plain => settings,
             Mode::Tls => settings.with_tls(

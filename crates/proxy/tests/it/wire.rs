@@ -542,3 +542,46 @@ fn a_stale_engine_connection_is_retried_for_gets_only() {
     assert!(post.starts_with("HTTP/1.1 502"), "{post}");
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "a POST was sent again");
 }
+
+#[test]
+fn audit_mode_decides_logs_and_lets_through() {
+    let dockerd = dockerd();
+    let config = vch_policy::RegistryConfig {
+        whitelist: vec!["reg.allowed.example".to_owned()],
+        mode: vch_policy::EnforcementMode::Audit,
+        ..vch_policy::RegistryConfig::default()
+    };
+    let vch = Vch::start_config(&dockerd, Mode::Plain, &config);
+    // The pull is denied by the policy, yet forwarded: dockerd answers it (with its own error,
+    // as the name does not resolve).
+    let r = request(
+        &vch,
+        "POST",
+        "/v1.25/images/create?fromImage=audit-mode.invalid%2Fx&tag=1",
+        "Content-Length: 0\r\n",
+    );
+    assert!(!r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(dockerd.log().contains("audit-mode.invalid"));
+    let records = crate::support::audit_records();
+    let record = records
+        .iter()
+        .find(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("audit-mode.invalid"))
+        })
+        .expect("an audit record for the pull");
+    assert_eq!(record["allowed"], false);
+    assert_eq!(record["would_deny"], true);
+    assert_eq!(record["mode"], "audit");
+    assert_eq!(record["route"], "images/create");
+    assert_eq!(record["action"], "pull");
+    assert_eq!(record["registry"], "audit-mode.invalid");
+    // /info shows the mode.
+    let r = request(&vch, "GET", "/v1.25/info", "");
+    assert!(r.contains("vch.registry.policy-mode=audit"), "{r}");
+    assert!(
+        r.contains("vch.registry.whitelist=reg.allowed.example"),
+        "{r}"
+    );
+}

@@ -1,0 +1,281 @@
+//! Deciding, auditing and refusing, in one place for every gate: a policed request is read into
+//! what it asks ([`Gate::ask`]), each item is decided against the pull policy or the push rule, the
+//! audit record gets the decision, and a denial becomes a Docker-style 403 before dockerd sees a
+//! byte of the request. In `audit` mode the same decisions are made and logged, and the request
+//! goes through.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::{Response, StatusCode};
+use vch_policy::{Decision, EnforcementMode, Policy, PushRule};
+
+use crate::audit::{Audit, PolicyRecord, Verdict};
+use crate::error::docker_error;
+use crate::gate::{self, Action, Ask, Gate, Item, Subject};
+use crate::service::Body;
+use crate::settings::Settings;
+
+/// The most body bytes a gate reads to decide (a login or a service spec is a few KiB). A larger
+/// body is refused with 413: it is never forwarded uninspected.
+pub(crate) const MAX_INSPECTED_BODY: usize = 1024 * 1024;
+
+/// What a policed request becomes: the body to forward, or the answer that refuses it.
+pub(crate) enum Policed {
+    /// Forward the body.
+    Forward(Forwarded),
+    /// Refused before dockerd saw it.
+    Refuse(Response<Body>),
+}
+
+/// The body of a request that goes through.
+pub(crate) enum Forwarded {
+    /// The exact bytes the gate read and decided on.
+    Read(Bytes),
+    /// The client's body, streamed: the gate decided on the head alone.
+    Stream(Incoming),
+}
+
+/// Polices one request on a gated route.
+pub(crate) async fn police(
+    settings: &Settings,
+    gate: Gate,
+    endpoint: &str,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+    audit: &Audit,
+) -> Policed {
+    if is_form_body(&parts.headers) {
+        // dockerd merges a form body into the parameters ahead of the query string: one request
+        // would then mean two things.
+        let message = format!(
+            "form-encoded and multipart bodies are not accepted on {}: pass parameters in the query string",
+            gate.name()
+        );
+        return Policed::Refuse(docker_error(StatusCode::BAD_REQUEST, &message));
+    }
+    let form = gate::parse_query(parts.uri.query().unwrap_or(""));
+    let forwarded = if gate.reads_body() {
+        match read_body(gate, &parts.headers, body).await {
+            Ok(bytes) => {
+                audit.add_in(bytes.len() as u64);
+                Forwarded::Read(bytes)
+            }
+            Err(refusal) => return Policed::Refuse(refusal),
+        }
+    } else {
+        Forwarded::Stream(body)
+    };
+    let read: &[u8] = match &forwarded {
+        Forwarded::Read(bytes) => bytes,
+        Forwarded::Stream(_) => &[],
+    };
+    let ask = match gate.ask(endpoint, &form, read) {
+        Ok(ask) => ask,
+        Err(message) => {
+            audit.set_policy(PolicyRecord {
+                route: gate.name(),
+                mode: settings.mode.as_str(),
+                verdict: Verdict {
+                    action: "invalid",
+                    decision: message.clone(),
+                    ..Verdict::default()
+                },
+                ..PolicyRecord::default()
+            });
+            return Policed::Refuse(docker_error(StatusCode::BAD_REQUEST, &message));
+        }
+    };
+    match decide(settings, gate, &ask, audit).await {
+        Some(refusal) => Policed::Refuse(refusal),
+        None => Policed::Forward(forwarded),
+    }
+}
+
+/// Decides every item of an ask, records the decision, and returns the refusal in enforce mode.
+async fn decide(
+    settings: &Settings,
+    gate: Gate,
+    ask: &Ask,
+    audit: &Audit,
+) -> Option<Response<Body>> {
+    let mut verdicts: Vec<(Verdict, Option<String>)> = match ask {
+        Ask::Nothing => return None,
+        Ask::Unsourced(unsourced) => {
+            let allowed = !settings.policy.whitelist_mode();
+            let message = unsourced.denial_message();
+            vec![(
+                Verdict {
+                    action: unsourced.action(),
+                    image: String::new(),
+                    registry: None,
+                    entry: None,
+                    allowed,
+                    decision: if allowed {
+                        "whitelist mode is off".to_owned()
+                    } else {
+                        message.clone()
+                    },
+                },
+                (!allowed).then_some(message),
+            )]
+        }
+        Ask::Items(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(decide_item(settings, item).await);
+            }
+            out
+        }
+    };
+    let denied = verdicts.iter().position(|(v, _)| !v.allowed);
+    let deciding = denied.unwrap_or(verdicts.len().saturating_sub(1));
+    let others = if verdicts.len() > 1 {
+        verdicts.iter().map(|(v, _)| v.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let (verdict, message) = verdicts.swap_remove(deciding);
+    let enforce = settings.mode == EnforcementMode::Enforce;
+    let would_deny = !enforce && message.is_some();
+    if would_deny {
+        tracing::warn!(
+            route = gate.name(),
+            image = %verdict.image,
+            "policy mode audit: would deny: {}",
+            message.as_deref().unwrap_or_default()
+        );
+    } else {
+        tracing::debug!(route = gate.name(), image = %verdict.image, decision = %verdict.decision, "decided");
+    }
+    audit.set_policy(PolicyRecord {
+        route: gate.name(),
+        mode: settings.mode.as_str(),
+        verdict,
+        others,
+        would_deny,
+    });
+    match message {
+        Some(message) if enforce => Some(docker_error(StatusCode::FORBIDDEN, &message)),
+        _ => None,
+    }
+}
+
+/// Decides one item: pushes by the push rule, everything else by the pull policy. Returns the
+/// verdict and, for a denial, the message the client gets.
+async fn decide_item(settings: &Settings, item: &Item) -> (Verdict, Option<String>) {
+    let policy = match (&item.action, &settings.push) {
+        (Action::Push, PushRule::Nowhere) => {
+            return (
+                Verdict {
+                    action: item.action.as_str(),
+                    image: item.subject.to_string(),
+                    registry: Some(item.subject.registry().to_string()),
+                    entry: None,
+                    allowed: false,
+                    decision: "pushes are disabled: the push list is empty".to_owned(),
+                },
+                Some("Access denied: pushes are disabled on this VCH".to_owned()),
+            );
+        }
+        (Action::Push, PushRule::List(push)) => PolicyUse::PushList(push),
+        _ => PolicyUse::Pull(&settings.policy),
+    };
+    let decision = match &item.subject {
+        Subject::Image(image) => match &settings.dns {
+            Some(dns) => policy.get().decide_resolving(image, dns).await,
+            None => policy.get().decide(image),
+        },
+        Subject::Registry(registry) => match &settings.dns {
+            Some(dns) => policy.get().decide_at_resolving(registry, None, dns).await,
+            None => policy.get().decide_registry(registry),
+        },
+    };
+    let message = denial(&decision, &policy);
+    (
+        Verdict {
+            action: item.action.as_str(),
+            image: item.subject.to_string(),
+            registry: Some(decision.registry().to_string()),
+            entry: decision.entry().map(ToString::to_string),
+            allowed: decision.is_allowed(),
+            decision: match policy {
+                PolicyUse::PushList(_) if !decision.is_allowed() => {
+                    format!("not in the push list: {}", decision.registry())
+                }
+                PolicyUse::PushList(_) => format!("push list: {decision}"),
+                PolicyUse::Pull(_) => decision.to_string(),
+            },
+        },
+        message,
+    )
+}
+
+/// Which policy decided.
+enum PolicyUse<'a> {
+    Pull(&'a Policy),
+    PushList(&'a Policy),
+}
+
+impl PolicyUse<'_> {
+    fn get(&self) -> &Policy {
+        match self {
+            PolicyUse::Pull(p) | PolicyUse::PushList(p) => p,
+        }
+    }
+}
+
+fn denial(decision: &Decision<'_>, policy: &PolicyUse<'_>) -> Option<String> {
+    match policy {
+        PolicyUse::Pull(_) => decision.denial_message(),
+        PolicyUse::PushList(_) => (!decision.is_allowed()).then(|| {
+            format!(
+                "Access denied to unauthorized registry ({}) for push: not in the VCH's push list",
+                decision.registry()
+            )
+        }),
+    }
+}
+
+/// Reads a body a gate decides on, up to [`MAX_INSPECTED_BODY`].
+async fn read_body(
+    gate: Gate,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, Response<Body>> {
+    let too_large = || {
+        let message = format!(
+            "the request body is larger than the {} KiB this VCH inspects on {}",
+            MAX_INSPECTED_BODY / 1024,
+            gate.name()
+        );
+        docker_error(StatusCode::PAYLOAD_TOO_LARGE, &message)
+    };
+    // hyper has already refused a Content-Length that is invalid or given twice differently.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_INSPECTED_BODY as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_INSPECTED_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(_) => Err(docker_error(
+            StatusCode::BAD_REQUEST,
+            "the request body ended before it was complete",
+        )),
+    }
+}
+
+/// Whether dockerd would read the body as a form (`application/x-www-form-urlencoded`, which Go's
+/// `ParseForm` merges ahead of the query) or a multipart form. Every `Content-Type` field is
+/// looked at, in any case and with any parameters.
+pub(crate) fn is_form_body(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_TYPE).iter().any(|v| {
+        let v = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
+        v.contains("x-www-form-urlencoded") || v.trim_start().starts_with("multipart/")
+    })
+}
