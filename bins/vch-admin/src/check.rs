@@ -1,10 +1,25 @@
 //! `vch-admin check`: decide images under a registry policy, as a VCH would.
+//!
+//! Which list decides:
+//!
+//! | action | push list (`[registry] push`, `--push-registry`) | decided by |
+//! |---|---|---|
+//! | pull | — | the whitelist in force (and the insecure list) |
+//! | push (`--push`) | absent | the whitelist in force, as a pull |
+//! | push | entries | the push list alone (exact: the insecure list does not extend it) |
+//! | push | empty (`push = []`, `--no-push`) | nothing: every push is denied |
+//!
+//! With `--config`, the lists in force are the narrowed ones `vch-admin update` wrote, when
+//! there are; flags add to the lists in force.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use vch_policy::{Decision, HickoryResolver, ImageRef, RegistryConfig, ReverseDns, ReverseDnsMode};
+use vch_policy::{
+    Decision, DnsConfig, HickoryResolver, ImageRef, Policy, PushRule, Reason, RegistryConfig,
+    ReverseDns, ReverseDnsMode, Transport,
+};
 
 /// Arguments of `vch-admin check`.
 #[derive(Debug, clap::Args)]
@@ -35,6 +50,16 @@ pub struct CheckArgs {
     /// DNS server for reverse lookups (default: the system's).
     #[arg(long, value_name = "IP:PORT")]
     pub dns_server: Vec<std::net::SocketAddr>,
+    /// Decide the images as `docker push`es: against the push list, or the whitelist when there
+    /// is none.
+    #[arg(long)]
+    pub push: bool,
+    /// Push-list entry (same forms as the whitelist); adds to the config file's push list.
+    #[arg(long = "push-registry", value_name = "ENTRY")]
+    pub push_registry: Vec<String>,
+    /// No pushes at all (an empty push list), whatever the config file says.
+    #[arg(long, conflicts_with = "push_registry")]
+    pub no_push: bool,
     /// One JSON object per image on stdout.
     #[arg(long)]
     pub json: bool,
@@ -47,21 +72,46 @@ pub struct CheckArgs {
 #[derive(Debug, serde::Serialize)]
 struct Row<'a> {
     image: &'a str,
+    /// `pull` or `push`.
+    action: &'static str,
     reference: Option<String>,
     registry: Option<String>,
     allowed: bool,
     transport: Option<&'static str>,
+    /// The list that decided: `whitelist` or `push`.
+    list: &'static str,
     entry: Option<String>,
     reason: String,
+}
+
+/// What decides the images of one run.
+enum Decider<'a> {
+    /// Pulls, and pushes without a push list.
+    Whitelist(&'a Policy),
+    /// Pushes, against a push list; the whitelist only says how the registry is reached.
+    PushList(&'a Policy, &'a Policy),
+    /// Pushes, with an empty push list.
+    Nowhere,
 }
 
 /// Runs `vch-admin check`: exit 0 if all allowed, 1 if any denied, 2 for a bad image reference.
 pub(crate) fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = effective_config(&args)?;
-    let policy = config.compile(Path::new("."))?;
-    for warning in policy.warnings() {
+    let rules = config.compile_rules(Path::new("."))?;
+    for warning in rules.pull.warnings() {
         eprintln!("vch-admin: warning: {warning}");
     }
+    let action = if args.push { "push" } else { "pull" };
+    let decider = match (&rules.push, args.push) {
+        (_, false) | (PushRule::SameAsPull, true) => Decider::Whitelist(&rules.pull),
+        (PushRule::List(push), true) => {
+            for warning in push.warnings() {
+                eprintln!("vch-admin: warning: push list: {warning}");
+            }
+            Decider::PushList(push, &rules.pull)
+        }
+        (PushRule::Nowhere, true) => Decider::Nowhere,
+    };
     let config = config.dns;
     let images: Vec<_> = args
         .images
@@ -80,30 +130,31 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             let row = match parsed {
                 Err(err) => Row {
                     image,
+                    action,
                     reference: None,
                     registry: None,
                     allowed: false,
                     transport: None,
+                    list: decider.list(),
                     entry: None,
                     reason: err.to_string(),
                 },
                 Ok(reference) => {
-                    let direct = policy.decide(reference);
-                    let decision = if policy.wants_reverse_dns(&direct).is_some() {
-                        if dns.is_none() {
-                            dns = Some(ReverseDns::new(HickoryResolver::new(
-                                &config.servers,
-                                config.timeout(),
-                            )?));
+                    match decider {
+                        Decider::Whitelist(policy) => {
+                            let decision = decide(policy, reference, &mut dns, &config).await?;
+                            row(image, action, reference, &decision)
                         }
-                        match &dns {
-                            Some(dns) => policy.decide_resolving(reference, dns).await,
-                            None => direct,
+                        Decider::PushList(push, pull) => {
+                            let decision = decide(push, reference, &mut dns, &config).await?;
+                            // A push list is exact, but the insecure list still says how the
+                            // registry is reached.
+                            let insecure = decision.is_allowed()
+                                && pull.decide(reference).transport() == Some(Transport::Insecure);
+                            push_row(image, reference, &decision, insecure)
                         }
-                    } else {
-                        direct
-                    };
-                    row(image, reference, &decision)
+                        Decider::Nowhere => nowhere_row(image, reference),
+                    }
                 }
             };
             rows.push(row);
@@ -115,15 +166,30 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     for (row, (_, parsed)) in rows.iter().zip(&images) {
         if args.json {
             println!("{}", serde_json::to_string(row)?);
-        } else if row.allowed {
+        } else if !args.push && row.allowed {
             println!(
                 "{}: allowed ({}): {}",
                 row.image,
                 row.transport.unwrap_or("secure"),
                 row.reason
             );
-        } else {
+        } else if !args.push {
             println!("{}: denied: {}", row.image, row.reason);
+        } else if row.allowed {
+            println!(
+                "{}: push allowed ({}) by the {}: {}",
+                row.image,
+                row.transport.unwrap_or("secure"),
+                decider.list_text(),
+                row.reason
+            );
+        } else {
+            println!(
+                "{}: push denied by the {}: {}",
+                row.image,
+                decider.list_text(),
+                row.reason
+            );
         }
         code = code.max(match parsed {
             Err(err) => {
@@ -137,15 +203,125 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn row<'a>(image: &'a str, reference: &ImageRef, decision: &Decision<'_>) -> Row<'a> {
+/// A policy's decision, with a reverse lookup when the policy wants one (the resolver is made
+/// on first use).
+async fn decide<'a>(
+    policy: &'a Policy,
+    reference: &'a ImageRef,
+    dns: &mut Option<ReverseDns<HickoryResolver>>,
+    config: &DnsConfig,
+) -> Result<Decision<'a>, vch_policy::Error> {
+    let direct = policy.decide(reference);
+    if policy.wants_reverse_dns(&direct).is_none() {
+        return Ok(direct);
+    }
+    let dns = match dns {
+        Some(dns) => dns,
+        None => dns.insert(ReverseDns::new(HickoryResolver::new(
+            &config.servers,
+            config.timeout(),
+        )?)),
+    };
+    Ok(policy.decide_resolving(reference, dns).await)
+}
+
+impl Decider<'_> {
+    /// The `list` field.
+    fn list(&self) -> &'static str {
+        match self {
+            Decider::Whitelist(_) => "whitelist",
+            Decider::PushList(..) | Decider::Nowhere => "push",
+        }
+    }
+
+    /// The list's name in a push line of the text output.
+    fn list_text(&self) -> &'static str {
+        match self {
+            Decider::Whitelist(_) => "whitelist (no push list)",
+            Decider::PushList(..) => "push list",
+            Decider::Nowhere => "empty push list",
+        }
+    }
+}
+
+/// A decision by the whitelist (a pull, or a push without a push list).
+fn row<'a>(
+    image: &'a str,
+    action: &'static str,
+    reference: &ImageRef,
+    decision: &Decision<'_>,
+) -> Row<'a> {
     Row {
         image,
+        action,
         reference: Some(reference.to_string()),
         registry: Some(decision.registry().to_string()),
         allowed: decision.is_allowed(),
         transport: decision.transport().map(|t| t.as_str()),
+        list: "whitelist",
         entry: decision.entry().map(|e| e.to_string()),
         reason: decision.to_string(),
+    }
+}
+
+/// A push decided by the push list. The policy's own text speaks of a whitelist; this one
+/// names the push list.
+fn push_row<'a>(
+    image: &'a str,
+    reference: &ImageRef,
+    decision: &Decision<'_>,
+    insecure: bool,
+) -> Row<'a> {
+    let registry = decision.registry();
+    let reason = match (decision.entry(), decision.reason()) {
+        (Some(entry), Reason::MatchedName(name)) if decision.is_allowed() => format!(
+            "allowed by push-list entry `{entry}`: reverse DNS names {} `{name}`",
+            registry.host()
+        ),
+        (Some(entry), _) if decision.is_allowed() => {
+            format!("allowed by push-list entry `{entry}`")
+        }
+        (_, Reason::ReverseDns(why)) => format!(
+            "Access denied to unauthorized registry ({registry}) for push: not in the VCH's \
+             push list (reverse DNS: {why})"
+        ),
+        _ => format!(
+            "Access denied to unauthorized registry ({registry}) for push: not in the VCH's push list"
+        ),
+    };
+    let transport = match (decision.transport(), insecure) {
+        (Some(_), true) => Some(Transport::Insecure),
+        (t, _) => t,
+    };
+    Row {
+        image,
+        action: "push",
+        reference: Some(reference.to_string()),
+        registry: Some(registry.to_string()),
+        allowed: decision.is_allowed(),
+        transport: transport.map(|t| t.as_str()),
+        list: "push",
+        entry: decision.entry().map(|e| e.to_string()),
+        reason,
+    }
+}
+
+/// A push refused because the push list is empty.
+fn nowhere_row<'a>(image: &'a str, reference: &ImageRef) -> Row<'a> {
+    let registry = reference.registry();
+    Row {
+        image,
+        action: "push",
+        reference: Some(reference.to_string()),
+        registry: Some(registry.to_string()),
+        allowed: false,
+        transport: None,
+        list: "push",
+        entry: None,
+        reason: format!(
+            "Access denied: pushes are disabled on this VCH (the push list is empty; {registry} \
+             is refused like every registry)"
+        ),
     }
 }
 
@@ -166,8 +342,29 @@ fn effective_config(args: &CheckArgs) -> anyhow::Result<RegistryConfig> {
         .map(|p| base.join(p))
         .chain(args.registry_ca.iter().cloned())
         .collect();
+    if config.narrowed.is_some() {
+        // The lists `update` narrowed are the ones in force (once they are checked against
+        // the deploy-time ones); the flags add to them.
+        config.compile_rules(Path::new(".")).with_context(|| {
+            format!(
+                "[registry] in {}",
+                args.config.as_deref().unwrap_or(Path::new("")).display()
+            )
+        })?;
+        config.whitelist = crate::config::whitelist_in_force(&config).to_vec();
+        config.push = crate::config::push_in_force(&config).map(<[String]>::to_vec);
+        config.narrowed = None;
+    }
     config.whitelist.extend(args.whitelist.iter().cloned());
     config.insecure.extend(args.insecure.iter().cloned());
+    if args.no_push {
+        config.push = Some(Vec::new());
+    } else if !args.push_registry.is_empty() {
+        config
+            .push
+            .get_or_insert_with(Vec::new)
+            .extend(args.push_registry.iter().cloned());
+    }
     if let Some(mode) = &args.reverse_dns {
         config.dns.reverse = mode.parse::<ReverseDnsMode>()?;
     }

@@ -13,20 +13,30 @@
 //!
 //! [registry]                                # vch_policy::RegistryConfig
 //! whitelist = ["registry.example.com"]
+//! push = ["registry.example.com"]           # absent: the whitelist decides; []: no pushes
+//! mode = "enforce"                          # or "audit": denials are logged, not enforced
+//!
+//! [registry.narrowed]                       # written by `vch-admin update`, removed by --reset
+//! whitelist = ["registry.example.com/team"]
 //!
 //! [docker_tls]                              # optional: a tcp:// engine behind --tlsverify
 //! ca = "docker-ca.pem"
 //! cert = "docker-cert.pem"
 //! key = "docker-key.pem"
 //! ```
+//!
+//! Writers replace the file atomically ([`write_atomic`]): a reader, such as `serve` on SIGHUP,
+//! sees the old file or the new one, never a half-written one.
 
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use vch_pki::TlsMode;
-use vch_policy::RegistryConfig;
+use vch_policy::{EnforcementMode, RegistryConfig};
 
 /// The configuration file's name inside a VCH directory.
 pub const CONFIG_FILE: &str = "vch.toml";
@@ -144,11 +154,9 @@ impl VchConfig {
         Ok(config)
     }
 
-    /// Reads `DIR/vch.toml` and resolves its file names against `DIR`.
-    ///
-    /// Fails with a message naming the file when it is missing or invalid, when the TLS mode
-    /// needs a file the `[tls]` section does not name, or when a named file does not exist.
-    pub fn load(dir: &Path) -> anyhow::Result<(VchConfig, ResolvedPaths)> {
+    /// Reads and parses `DIR/vch.toml` alone (no other file is looked at); returns it with the
+    /// file's path.
+    pub fn read(dir: &Path) -> anyhow::Result<(VchConfig, PathBuf)> {
         let config_file = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&config_file).with_context(|| {
             format!(
@@ -158,6 +166,15 @@ impl VchConfig {
             )
         })?;
         let config = Self::from_toml(&text, &config_file)?;
+        Ok((config, config_file))
+    }
+
+    /// Reads `DIR/vch.toml` and resolves its file names against `DIR`.
+    ///
+    /// Fails with a message naming the file when it is missing or invalid, when the TLS mode
+    /// needs a file the `[tls]` section does not name, or when a named file does not exist.
+    pub fn load(dir: &Path) -> anyhow::Result<(VchConfig, ResolvedPaths)> {
+        let (config, config_file) = Self::read(dir)?;
         let resolve = |field: &str,
                        value: &Option<PathBuf>,
                        needed: bool|
@@ -199,6 +216,109 @@ impl VchConfig {
         };
         Ok((config, paths))
     }
+}
+
+/// The whitelist in force: the narrowed one if `vch-admin update` wrote one, else the
+/// deploy-time one.
+pub fn whitelist_in_force(registry: &RegistryConfig) -> &[String] {
+    registry
+        .narrowed
+        .as_ref()
+        .and_then(|n| n.whitelist.as_deref())
+        .unwrap_or(&registry.whitelist)
+}
+
+/// The push list in force (`None`: the whitelist decides pushes).
+pub fn push_in_force(registry: &RegistryConfig) -> Option<&[String]> {
+    registry
+        .narrowed
+        .as_ref()
+        .and_then(|n| n.push.as_deref())
+        .or(registry.push.as_deref())
+}
+
+/// A whitelist as one line of text.
+pub(crate) fn describe_whitelist(list: &[String]) -> String {
+    if list.is_empty() {
+        "any registry (no whitelist)".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// A push list as one line of text.
+pub(crate) fn describe_push(list: Option<&[String]>) -> String {
+    match list {
+        None => "as the whitelist (no push list)".to_owned(),
+        Some([]) => "none (every push is refused)".to_owned(),
+        Some(list) => list.join(", "),
+    }
+}
+
+/// An enforcement mode as one line of text.
+pub(crate) fn describe_mode(mode: EnforcementMode) -> &'static str {
+    match mode {
+        EnforcementMode::Enforce => "enforce",
+        EnforcementMode::Audit => "audit (denials are logged, not enforced)",
+    }
+}
+
+/// Replaces `path` with `contents` atomically: a temporary file beside it (same directory, so
+/// the rename cannot cross file systems), written, fsynced and given the old file's permission
+/// bits (0644 for a new file) and, when run as root, its owner, before it is renamed over the target; then the directory is
+/// fsynced so the rename survives a crash. On failure the target is untouched and the temporary
+/// removed.
+///
+/// `vch_pki::write_files` is the all-or-nothing writer for a set of new files; it sets fixed
+/// modes (0644/0600), while an edit of an existing file must keep whatever the admin chose.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let (mode, owner) = match std::fs::metadata(path) {
+        Ok(meta) => (
+            meta.permissions().mode() & 0o7777,
+            Some((meta.uid(), meta.gid())),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (vch_pki::PUBLIC_MODE, None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    name.push(format!(".tmp-{}-{nanos:09}", std::process::id()));
+    let temp = dir.join(name);
+    let written = (|| -> std::io::Result<()> {
+        // Created owner-only; the final bits are set before any content is written.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        // Only root may give a file away; anyone else writes a file they own, as an editor
+        // would.
+        if let Some((uid, gid)) = owner
+            && file
+                .metadata()
+                .is_ok_and(|m| (m.uid(), m.gid()) != (uid, gid))
+        {
+            let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+        }
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -261,5 +381,40 @@ mod tests {
         }
         let (_, paths) = VchConfig::load(tmp.path()).unwrap();
         assert_eq!(paths.key, Some(tmp.path().join("server-key.pem")));
+    }
+
+    #[test]
+    fn write_atomic_keeps_the_mode_and_leaves_no_temporary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CONFIG_FILE);
+        write_atomic(&path, b"one").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&path), 0o644);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(mode(&path), 0o640);
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        // A directory in the way: the error names the file, nothing is left behind.
+        let err = write_atomic(tmp.path(), b"x").unwrap_err();
+        assert!(format!("{err:#}").contains("cannot write"), "{err:#}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn lists_in_force_prefer_the_narrowed_ones() {
+        let mut registry = sample().registry;
+        assert_eq!(whitelist_in_force(&registry), ["registry.example.com"]);
+        assert_eq!(push_in_force(&registry), None);
+        registry.push = Some(Vec::new());
+        assert_eq!(push_in_force(&registry), Some(&[][..]));
+        registry.narrowed = Some(vch_policy::NarrowedLists {
+            whitelist: Some(vec!["registry.example.com/team".into()]),
+            push: None,
+        });
+        assert_eq!(whitelist_in_force(&registry), ["registry.example.com/team"]);
+        assert_eq!(push_in_force(&registry), Some(&[][..]));
+        assert_eq!(describe_push(None), "as the whitelist (no push list)");
+        assert_eq!(describe_push(Some(&[])), "none (every push is refused)");
     }
 }

@@ -10,9 +10,12 @@ use vch_pki::{
     PlannedFile, TlsMode, certificates_from_pem, check_server_certificate, shell_quote,
     write_files,
 };
-use vch_policy::RegistryConfig;
+use vch_policy::{EnforcementMode, PushRule, RegistryConfig};
 
-use crate::config::{CONFIG_FILE, DEFAULT_DOCKER_HOST, TlsConfig, VchConfig};
+use crate::config::{
+    CONFIG_FILE, DEFAULT_DOCKER_HOST, TlsConfig, VchConfig, describe_mode, describe_push,
+    describe_whitelist,
+};
 
 /// Arguments of `vch-admin create`.
 ///
@@ -62,6 +65,17 @@ pub struct CreateArgs {
     /// Insecure registry entry (plain HTTP or unverified TLS allowed). Repeatable.
     #[arg(long = "insecure-registry", visible_alias = "dir", value_name = "E")]
     pub insecure_registry: Vec<String>,
+    /// Where `docker push` may go (same entry forms as the whitelist). Repeatable. Without it
+    /// the whitelist decides pushes as it decides pulls.
+    #[arg(long = "push-registry", value_name = "E")]
+    pub push_registry: Vec<String>,
+    /// Refuse every push (writes `push = []`).
+    #[arg(long, conflicts_with = "push_registry")]
+    pub no_push: bool,
+    /// `enforce` refuses what the policy denies; `audit` only logs it (for rolling a whitelist
+    /// out without breaking builds).
+    #[arg(long, value_name = "MODE", default_value = "enforce", value_parser = parse_mode)]
+    pub policy_mode: EnforcementMode,
     /// CA file (PEM) trusted for registries. Repeatable.
     #[arg(long = "registry-ca", visible_alias = "rc", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
@@ -99,6 +113,7 @@ struct Plan {
     dir: PathBuf,
     name: String,
     mode: TlsMode,
+    registry: RegistryConfig,
     env: DockerEnv,
     files: Vec<PlannedFile>,
     has_ca: bool,
@@ -137,17 +152,31 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
                 std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
             })
             .collect::<anyhow::Result<_>>()?,
+        push: push_list(&args.push_registry, args.no_push),
+        mode: args.policy_mode,
         ..RegistryConfig::default()
     };
-    let policy = registry
-        .compile(&dir)
+    let rules = registry
+        .compile_rules(&dir)
         .context("invalid registry policy; nothing was written")?;
-    for warning in policy.warnings() {
+    for warning in rules.pull.warnings() {
         eprintln!("vch-admin: warning: {warning}");
     }
+    if let PushRule::List(push) = &rules.push {
+        for warning in push.warnings() {
+            eprintln!("vch-admin: warning: push list: {warning}");
+        }
+    }
     if !args.no_registry_probe {
+        // Push-list registries are probed as secure ones, as the whitelist's are.
+        let mut secure = args.whitelist_registry.clone();
+        for entry in &args.push_registry {
+            if !secure.contains(entry) {
+                secure.push(entry.clone());
+            }
+        }
         let warnings = crate::probe::probe_registries_blocking(
-            &args.whitelist_registry,
+            &secure,
             &args.insecure_registry,
             &args.registry_ca,
         );
@@ -203,7 +232,7 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         listen: Some(listen),
         docker_host: args.docker_host.clone(),
         tls,
-        registry,
+        registry: registry.clone(),
         docker_tls: None,
     };
     files.push(PlannedFile::public(format!("{}.env", args.name), env_text));
@@ -212,12 +241,30 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         dir,
         name: args.name.clone(),
         mode,
+        registry,
         env,
         files,
         has_ca,
         has_client,
         notes,
     })
+}
+
+/// The `[registry] push` value: `None` without flags (the whitelist decides), empty with
+/// `--no-push`.
+pub(crate) fn push_list(entries: &[String], no_push: bool) -> Option<Vec<String>> {
+    if no_push {
+        Some(Vec::new())
+    } else if entries.is_empty() {
+        None
+    } else {
+        Some(entries.to_vec())
+    }
+}
+
+/// Parses `--policy-mode`.
+pub(crate) fn parse_mode(text: &str) -> Result<EnforcementMode, String> {
+    text.parse()
 }
 
 fn validate_docker_host(url: &str) -> anyhow::Result<()> {
@@ -377,6 +424,20 @@ fn print_summary(plan: &Plan, written: &[PathBuf]) {
     for note in &plan.notes {
         println!("Note: {note}");
     }
+    println!();
+    println!("Registry policy:");
+    println!(
+        "  whitelist:   {}",
+        describe_whitelist(&plan.registry.whitelist)
+    );
+    if !plan.registry.insecure.is_empty() {
+        println!("  insecure:    {}", plan.registry.insecure.join(", "));
+    }
+    println!(
+        "  push:        {}",
+        describe_push(plan.registry.push.as_deref())
+    );
+    println!("  policy mode: {}", describe_mode(plan.registry.mode));
     let dir = &plan.dir;
     let host = plan.env.docker_host();
     println!();

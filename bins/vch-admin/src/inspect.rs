@@ -12,7 +12,12 @@ use vch_pki::{
     client_config, inspect_pem,
 };
 
-use crate::config::{ResolvedPaths, VchConfig};
+use vch_policy::{EnforcementMode, RegistryConfig};
+
+use crate::config::{
+    ResolvedPaths, VchConfig, describe_mode, describe_push, describe_whitelist, push_in_force,
+    whitelist_in_force,
+};
 
 /// How long the live check may take per step.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,12 +64,41 @@ struct ConnectReport {
     error: Option<String>,
 }
 
+/// The registry lists a VCH enforces now: the narrowed ones when `update` wrote them.
+#[derive(Debug, Serialize)]
+struct InForce {
+    whitelist: Vec<String>,
+    /// `null`: the whitelist decides pushes; `[]`: every push is refused.
+    push: Option<Vec<String>>,
+    mode: EnforcementMode,
+    narrowed: bool,
+    /// Why `serve` would refuse the `[registry]` section (a bad entry or CA file, a narrowed
+    /// list widened by hand); an error of the inspection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl InForce {
+    fn of(registry: &RegistryConfig, dir: &Path) -> Self {
+        let compiled = registry.compile_rules(dir);
+        InForce {
+            whitelist: whitelist_in_force(registry).to_vec(),
+            push: push_in_force(registry).map(<[String]>::to_vec),
+            mode: registry.mode,
+            narrowed: compiled.as_ref().is_ok_and(|r| r.narrowed),
+            error: compiled.err().map(|e| e.to_string()),
+        }
+    }
+}
+
 /// Everything `inspect` prints.
 #[derive(Debug, Serialize)]
 struct Report {
     path: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
     config: Option<VchConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registry_in_force: Option<InForce>,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<String>,
     files: Vec<FileReport>,
@@ -124,13 +158,11 @@ fn inspect_dir(args: &InspectArgs) -> anyhow::Result<Report> {
         let identity = client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
         live_check(addr, args.host.as_deref(), paths.ca.as_deref(), identity)
     });
-    Ok(finish(
-        args.path.clone(),
-        Some(config),
-        host,
-        files,
-        connect,
-    ))
+    let in_force = InForce::of(&config.registry, &paths.dir);
+    let mut report = finish(args.path.clone(), Some(config), host, files, connect);
+    report.errors |= in_force.error.is_some();
+    report.registry_in_force = Some(in_force);
+    Ok(report)
 }
 
 fn inspect_file(args: &InspectArgs) -> anyhow::Result<Report> {
@@ -170,6 +202,7 @@ fn finish(
     Report {
         path,
         config,
+        registry_in_force: None,
         host,
         files,
         connect,
@@ -281,8 +314,33 @@ fn print_text(report: &Report) {
         if !reg.insecure.is_empty() {
             println!("  insecure:    {}", reg.insecure.join(", "));
         }
+        println!("  push:        {}", describe_push(reg.push.as_deref()));
+        println!("  policy mode: {}", describe_mode(reg.mode));
         for ca in &reg.ca {
             println!("  registry CA: {}", ca.display());
+        }
+        if let Some(narrowed) = &reg.narrowed {
+            println!(
+                "  narrowed by `vch-admin update` (in force; the lists above are the deploy-time ones):"
+            );
+            if let Some(list) = &narrowed.whitelist {
+                println!("    whitelist: {}", describe_whitelist(list));
+            }
+            if let Some(list) = &narrowed.push {
+                println!("    push:      {}", describe_push(Some(list)));
+            }
+        }
+        if let Some(error) = report
+            .registry_in_force
+            .as_ref()
+            .and_then(|f| f.error.as_ref())
+        {
+            println!("  error[registry]: {error}");
+            println!(
+                "    fix: correct [registry] in vch.toml, or run `vch-admin update {} --reset` \
+                 when a narrowed list was widened by hand",
+                report.path.display()
+            );
         }
         println!();
     }

@@ -1,5 +1,13 @@
 //! The `vch-admin` command line: argument structs and `run()`, here so tests can reach them.
 //!
+//! | command | what |
+//! |---|---|
+//! | `create` | a VCH directory: certificates, `NAME.env`, `vch.toml` (whitelist, push list, policy mode) |
+//! | `serve DIR` | the Docker API endpoint in front of the VCH's engine; SIGHUP reloads `vch.toml` |
+//! | `check IMAGE…` | decide images as pulls, or with `--push` as pushes, as a VCH would |
+//! | `update DIR` | narrow the whitelist or push list after deployment (content trust), or `--reset` |
+//! | `inspect DIR` | configuration, lists in force and certificates, with lints |
+//!
 //! Exit codes: 0 success, 1 the operation found a problem (an image denied, a lint error),
 //! 2 usage or configuration error.
 #![allow(
@@ -14,6 +22,7 @@ mod create;
 mod inspect;
 mod probe;
 mod serve;
+mod update;
 
 use std::process::ExitCode;
 
@@ -22,7 +31,7 @@ use clap::{Parser, Subcommand};
 /// Exit code for usage and configuration errors.
 pub const EXIT_USAGE: u8 = 2;
 
-/// Create, serve, check and inspect a VCH.
+/// Create, serve, check, update and inspect a VCH.
 #[derive(Debug, Parser)]
 #[command(name = "vch-admin", version, about)]
 pub struct Cli {
@@ -37,7 +46,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Decide whether images may be pulled under a registry policy.
+    /// Decide whether images may be pulled (or, with --push, pushed) under a registry policy.
     Check(check::CheckArgs),
     /// Create a VCH directory: certificates, an env file and vch.toml.
     Create(create::CreateArgs),
@@ -45,6 +54,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Serve a VCH: the Docker API v1.25 endpoint in front of its engine.
     Serve(serve::ServeArgs),
+    /// Narrow a VCH's whitelist or push list (never widen), or --reset to the deploy-time lists.
+    Update(update::UpdateArgs),
 }
 
 /// Runs one parsed command line and returns the process exit code.
@@ -54,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Create(args) => create::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Update(args) => update::run(args),
     }
 }
 

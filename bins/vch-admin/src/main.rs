@@ -1,4 +1,4 @@
-//! `vch-admin`: create, serve, check and inspect a VCH.
+//! `vch-admin`: create, serve, check, update and inspect a VCH.
 
 use std::process::ExitCode;
 

@@ -2,7 +2,12 @@
 //!
 //! Signals: SIGTERM and SIGINT stop accepting, let open requests finish (up to the grace period)
 //! and exit 0; SIGHUP re-reads `vch.toml`, the certificates and the registry policy, and swaps them
-//! in without dropping live connections (a bad file is reported and the old settings stay).
+//! in without dropping live connections (a bad file is reported and the old settings stay). This
+//! is how `vch-admin update` takes effect.
+//!
+//! The registry rules are `[registry]` compiled by `RegistryConfig::compile_rules`: the lists in
+//! force (narrowed by `update`, if it did), the push rule and the mode. In audit mode a warning
+//! goes to stderr at start and after each reload: denials are logged, not enforced.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 use vch_pki::TlsMode;
+use vch_policy::{EnforcementMode, Policy};
 use vch_proxy::{Listen, Options, Server, Settings, Upstream, server_tls};
 
 use crate::config::VchConfig;
@@ -70,6 +76,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Fail closed: nothing is served unless every file loads.
     let (config, settings) = load(&args.dir)?;
+    let audit_mode = settings.mode == EnforcementMode::Audit;
     let mut listen = vec![Listen::Tcp(
         args.listen.unwrap_or_else(|| config.listen_addr()),
     )];
@@ -95,6 +102,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.tls.mode,
         config.docker_host
     );
+    if audit_mode {
+        eprintln!("{AUDIT_WARNING}");
+    }
     let dir = args.dir.clone();
     let signals = tokio::spawn(async move {
         loop {
@@ -103,8 +113,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 _ = interrupt.recv() => break,
                 _ = hangup.recv() => match load(&dir) {
                     Ok((_, settings)) => {
+                        let audit_mode = settings.mode == EnforcementMode::Audit;
                         handle.reload(settings);
                         eprintln!("vch-admin: reloaded {}", dir.join(crate::config::CONFIG_FILE).display());
+                        if audit_mode {
+                            eprintln!("{AUDIT_WARNING}");
+                        }
                     }
                     Err(e) => eprintln!("vch-admin: reload failed, keeping the running settings: {e:#}"),
                 },
@@ -118,12 +132,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the VCH directory into endpoint settings.
+/// The stderr line of a VCH in audit mode.
+const AUDIT_WARNING: &str =
+    "vch-admin: warning: policy mode audit: denials are logged, not enforced";
+
+/// Reads the VCH directory into endpoint settings (at start and on every SIGHUP).
 fn load(dir: &Path) -> anyhow::Result<(VchConfig, Settings)> {
     let (config, paths) = VchConfig::load(dir)?;
-    let policy = config
+    let rules = config
         .registry
-        .compile(dir)
+        .compile_rules(dir)
         .with_context(|| format!("[registry] in {}", paths.config_file.display()))?;
     let engine_tls = match &config.docker_tls {
         Some(t) => {
@@ -137,7 +155,7 @@ fn load(dir: &Path) -> anyhow::Result<(VchConfig, Settings)> {
         None => None,
     };
     let upstream = Upstream::parse(&config.docker_host, engine_tls)?;
-    let mut settings = Settings::new(upstream, policy);
+    let mut settings = Settings::new(upstream, Policy::empty()).with_rules(rules);
     let files = |what: &str, p: &Option<PathBuf>| {
         p.clone()
             .with_context(|| format!("tls mode {} needs a {what} file", config.tls.mode))

@@ -115,6 +115,9 @@ impl Conn {
             let message = "HTTP/2 (h2c) is not supported: this endpoint speaks HTTP/1.1";
             return (docker_error(StatusCode::BAD_REQUEST, message), None);
         }
+        if let Some(message) = ambiguous_framing(req.headers()) {
+            return (docker_error(StatusCode::BAD_REQUEST, message), None);
+        }
         let routed = match route::route(req.method(), req.uri().path()) {
             Ok(routed) => routed,
             Err(refusal) => {
@@ -343,6 +346,29 @@ fn spawn_splice(splice: Splice, guard: AuditGuard) {
     });
 }
 
+/// Framing hyper accepts but this endpoint refuses, so that no request can be read one way here
+/// and another way by a peer (RFC 9112 §6.1, §6.3): a `Transfer-Encoding` other than one lone
+/// `chunked` (hyper takes `gzip, chunked` and `chunked, chunked`). A `Content-Length` beside a
+/// `Transfer-Encoding` never gets here: hyper drops it while parsing, reads the body by its
+/// chunked framing (as Go's `net/http` in dockerd does) and closes the connection after the
+/// answer, so nothing can follow it on the connection; it is refused here too should hyper ever
+/// pass both.
+fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let first = codings.next()?;
+    if codings.next().is_some()
+        || !first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+    {
+        return Some("unsupported Transfer-Encoding: only a single `chunked` is accepted");
+    }
+    headers
+        .contains_key(header::CONTENT_LENGTH)
+        .then_some("a request cannot carry both Content-Length and Transfer-Encoding")
+}
+
 fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
         if !is_hop_by_hop(name) && name != header::UPGRADE {
@@ -456,6 +482,31 @@ mod tests {
     #[test]
     fn the_version_prefix_is_the_api_version() {
         assert_eq!(VERSION_PREFIX, format!("/v{API_VERSION}"));
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let framing = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(*name, HeaderValue::from_static(value));
+            }
+            ambiguous_framing(&headers).is_some()
+        };
+        assert!(!framing(&[("transfer-encoding", "chunked")]));
+        assert!(!framing(&[("transfer-encoding", " Chunked ")]));
+        assert!(!framing(&[("content-length", "5")]));
+        assert!(!framing(&[]));
+        assert!(framing(&[("transfer-encoding", "gzip, chunked")]));
+        assert!(framing(&[("transfer-encoding", "chunked, chunked")]));
+        assert!(framing(&[
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked")
+        ]));
+        assert!(framing(&[
+            ("transfer-encoding", "chunked"),
+            ("content-length", "5")
+        ]));
     }
 
     #[test]

@@ -292,6 +292,15 @@ fn bad_input_fails_before_anything_is_written() {
             "invalid --docker-host",
         ),
         (&["--docker-host", "tcp://host"], "invalid --docker-host"),
+        (&["--push-registry", "reg:99999"], "invalid registry policy"),
+        (
+            &["--no-push", "--push-registry", "reg.example.com"],
+            "cannot be used with",
+        ),
+        (
+            &["--policy-mode", "lenient"],
+            "unknown policy mode `lenient`",
+        ),
     ];
     for (extra, want) in cases {
         let mut args = vec!["create", "--name", "bad", "--cert-path", d];
@@ -363,6 +372,99 @@ fn registry_policy_goes_into_vch_toml() {
             .next(),
         Some("DOCKER_HOST=tcp://127.0.0.1:12376")
     );
+}
+
+#[test]
+fn push_list_and_policy_mode_round_trip_through_vch_toml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("push");
+    let out = run_ok(&[
+        "create",
+        "--name",
+        "push",
+        "--no-tls",
+        "--no-registry-probe",
+        "--cert-path",
+        dir.to_str().unwrap(),
+        "--wr",
+        "*.example.com",
+        "--push-registry",
+        "push.example.com",
+        "--push-registry",
+        "10.0.0.0/8",
+        "--policy-mode",
+        "audit",
+    ]);
+    for want in [
+        "  whitelist:   *.example.com\n",
+        "  push:        push.example.com, 10.0.0.0/8\n",
+        "  policy mode: audit (denials are logged, not enforced)\n",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let text = std::fs::read_to_string(dir.join("vch.toml")).unwrap();
+    assert!(
+        text.contains("push = [\"push.example.com\", \"10.0.0.0/8\"]\nmode = \"audit\"\n"),
+        "{text}"
+    );
+    let config = VchConfig::from_toml(&text, Path::new("vch.toml")).unwrap();
+    assert_eq!(
+        config.registry.push.as_deref(),
+        Some(&["push.example.com".to_owned(), "10.0.0.0/8".to_owned()][..])
+    );
+    assert_eq!(config.registry.mode, vch_policy::EnforcementMode::Audit);
+    assert_eq!(config.registry.narrowed, None);
+    assert_eq!(
+        config.to_toml().unwrap(),
+        text,
+        "a round trip changes nothing"
+    );
+
+    // The default: no push list (the whitelist decides pushes), enforce.
+    let dir = create(tmp.path(), "plain", &["--no-tls", "--no-registry-probe"]);
+    let text = std::fs::read_to_string(dir.join("vch.toml")).unwrap();
+    assert!(!text.contains("push"), "{text}");
+    assert!(text.contains("mode = \"enforce\""), "{text}");
+    let out = run_ok(&[
+        "create",
+        "--name",
+        "plain2",
+        "--no-tls",
+        "--no-registry-probe",
+        "--cert-path",
+        tmp.path().join("plain2").to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("  push:        as the whitelist (no push list)\n")
+            && out.contains("  policy mode: enforce\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn no_push_writes_an_empty_push_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nopush");
+    let out = run_ok(&[
+        "create",
+        "--name",
+        "nopush",
+        "--no-tls",
+        "--no-registry-probe",
+        "--cert-path",
+        dir.to_str().unwrap(),
+        "--no-push",
+    ]);
+    assert!(
+        out.contains("  push:        none (every push is refused)\n"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(dir.join("vch.toml")).unwrap();
+    assert!(text.contains("push = []\n"), "{text}");
+    let (config, _) = VchConfig::load(&dir).unwrap();
+    assert_eq!(config.registry.push, Some(Vec::new()));
+    let rules = config.registry.compile_rules(&dir).unwrap();
+    assert!(matches!(rules.push, vch_policy::PushRule::Nowhere));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::create::{create, inspect_json, openssl, run, run_ok, tls_dockerd};
+use super::update::{deployed, update};
 
 fn lint_codes(json: &serde_json::Value) -> Vec<String> {
     json["files"]
@@ -261,4 +262,83 @@ fn connect_performs_a_live_handshake_with_the_client_certificate() {
     let (code, json) = inspect_json(&other, &["--connect", &addr]);
     assert_eq!(code, 1, "{json:#}");
     assert_eq!(json["connect"]["ok"], false);
+}
+
+#[test]
+fn inspect_shows_the_push_list_and_the_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = create(
+        tmp.path(),
+        "audit",
+        &[
+            "--no-tls",
+            "--no-registry-probe",
+            "--wr",
+            "*.example.com",
+            "--push-registry",
+            "push.example.com",
+            "--policy-mode",
+            "audit",
+        ],
+    );
+    let (code, json) = inspect_json(&dir, &[]);
+    assert_eq!(code, 0, "{json:#}");
+    let registry = &json["config"]["registry"];
+    assert_eq!(registry["push"], serde_json::json!(["push.example.com"]));
+    assert_eq!(registry["mode"], "audit");
+    assert!(registry.get("narrowed").is_none(), "{json:#}");
+    let in_force = &json["registry_in_force"];
+    assert_eq!(in_force["whitelist"], serde_json::json!(["*.example.com"]));
+    assert_eq!(in_force["push"], serde_json::json!(["push.example.com"]));
+    assert_eq!(in_force["mode"], "audit");
+    assert_eq!(in_force["narrowed"], false);
+    let text = run_ok(&["inspect", dir.to_str().unwrap()]);
+    for want in [
+        "  push:        push.example.com\n",
+        "  policy mode: audit (denials are logged, not enforced)\n",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(!text.contains("narrowed"), "{text}");
+
+    // Without a push list, JSON says null: the whitelist decides pushes.
+    let dir = create(tmp.path(), "plain", &["--no-tls", "--no-registry-probe"]);
+    let (_, json) = inspect_json(&dir, &[]);
+    assert_eq!(json["registry_in_force"]["push"], serde_json::Value::Null);
+    assert_eq!(json["registry_in_force"]["mode"], "enforce");
+    let text = run_ok(&["inspect", dir.to_str().unwrap()]);
+    assert!(
+        text.contains("  push:        as the whitelist (no push list)\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn inspect_shows_the_narrowed_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = deployed(tmp.path());
+    assert!(
+        update(&dir, &["--wr", "a.example.com", "--no-push"])
+            .status
+            .success()
+    );
+    let (code, json) = inspect_json(&dir, &[]);
+    assert_eq!(code, 0, "{json:#}");
+    let narrowed = &json["config"]["registry"]["narrowed"];
+    assert_eq!(narrowed["whitelist"], serde_json::json!(["a.example.com"]));
+    assert_eq!(narrowed["push"], serde_json::json!([]), "{json:#}");
+    let in_force = &json["registry_in_force"];
+    assert_eq!(in_force["whitelist"], serde_json::json!(["a.example.com"]));
+    assert_eq!(in_force["push"], serde_json::json!([]));
+    assert_eq!(in_force["narrowed"], true);
+    let text = run_ok(&["inspect", dir.to_str().unwrap()]);
+    for want in [
+        "  whitelist:   *.example.com, 10.0.0.0/8\n",
+        "  push:        *.push.example.com\n",
+        "  narrowed by `vch-admin update`",
+        "    whitelist: a.example.com\n",
+        "    push:      none (every push is refused)\n",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
 }

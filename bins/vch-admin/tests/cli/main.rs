@@ -10,3 +10,4 @@ mod check;
 mod create;
 mod inspect;
 mod serve;
+mod update;

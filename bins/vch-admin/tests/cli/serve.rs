@@ -1,5 +1,6 @@
 //! `vch-admin create` then `vch-admin serve`: a stock docker CLI over mutual TLS with the env
-//! file, audit lines naming the client, SIGHUP reload of the whitelist, SIGTERM shutdown.
+//! file, audit lines naming the client, SIGHUP reload of the whitelist, SIGTERM shutdown, the
+//! audit-mode warning.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -335,4 +336,55 @@ fn serve_reaches_an_engine_behind_mutual_tls() {
         answer.starts_with("HTTP/1.1 200") && answer.contains("ServerVersion"),
         "{answer}"
     );
+}
+
+#[test]
+fn audit_mode_is_announced_on_stderr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let port = vch_testbed::free_port().unwrap();
+    let out = vch_admin()
+        .args([
+            "create",
+            "--name",
+            "audit",
+            "--no-tls",
+            "--no-registry-probe",
+            "--policy-mode",
+            "audit",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+            "--cert-path",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = vch_admin()
+        .arg("serve")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let serving = Serving(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let banner = lines.next().unwrap().unwrap();
+    assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
+    let warning = lines.next().unwrap().unwrap();
+    assert_eq!(
+        warning,
+        "vch-admin: warning: policy mode audit: denials are logged, not enforced"
+    );
+    // A reload says it again, as long as the mode stays audit.
+    signal(&serving.0, "-HUP");
+    assert!(lines.next().unwrap().unwrap().contains("reloaded"));
+    assert_eq!(lines.next().unwrap().unwrap(), warning);
 }
