@@ -83,6 +83,8 @@ pub enum Gate {
     PluginUpgrade,
     /// `POST /plugins/create`: a plugin from a tar body.
     PluginCreate,
+    /// `POST /plugins/{name}/push`: the plugin goes to the registry its name names.
+    PluginPush,
     /// `POST /services/create`: a JSON `ServiceSpec`.
     ServiceCreate,
     /// `POST /services/{id}/update`: a JSON `ServiceSpec`.
@@ -105,6 +107,7 @@ impl Gate {
             Gate::PluginPrivileges => "plugins/privileges",
             Gate::PluginUpgrade => "plugins/upgrade",
             Gate::PluginCreate => "plugins/create",
+            Gate::PluginPush => "plugins/push",
             Gate::ServiceCreate => "services/create",
             Gate::ServiceUpdate => "services/update",
             Gate::Build => "build",
@@ -141,6 +144,7 @@ impl Gate {
                     .map(|image| Ask::one(Action::Pull, Subject::Image(image)))
             }
             Gate::PluginCreate => Ok(Ask::Unsourced(Unsourced::PluginCreate)),
+            Gate::PluginPush => plugin_push(endpoint),
             Gate::ServiceCreate | Gate::ServiceUpdate => service(body),
             Gate::Build => Ok(if form_get(form, "remote").is_empty() {
                 Ask::Nothing
@@ -354,6 +358,16 @@ fn plugin_remote(remote: &str) -> Result<ImageRef, String> {
     ImageRef::parse(remote).map_err(|e| e.to_string())
 }
 
+/// `POST /plugins/{name}/push`: dockerd pushes the plugin to the repository its name is.
+fn plugin_push(endpoint: &str) -> Result<Ask, String> {
+    let name = endpoint
+        .strip_prefix("/plugins/")
+        .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/push"))
+        .ok_or_else(|| format!("no plugin name in {endpoint:?}"))?;
+    let image = ImageRef::parse(name).map_err(|e| e.to_string())?;
+    Ok(Ask::one(Action::Push, Subject::Image(image)))
+}
+
 /// A `ServiceSpec` body: its container image is pulled on every node; a plugin runtime pulls a
 /// plugin (`PluginSpec.Remote`) that nothing here can vouch for.
 fn service(body: &[u8]) -> Result<Ask, String> {
@@ -510,6 +524,10 @@ mod tests {
             );
             assert!(ask(gate, "/plugins/pull", "").is_err(), "no remote");
         }
+        assert_eq!(
+            items(ask(Gate::PluginPush, "/plugins/reg.x:5000/p:1/push", "")),
+            [(Action::Push, "reg.x:5000/p:1".to_owned())]
+        );
         assert_eq!(
             items(ask(Gate::Auth, "/auth", r#"{"ServerAddress":"reg.x"}"#)),
             [(Action::Login, "reg.x".to_owned())]

@@ -319,7 +319,7 @@ fn to_json_text(json: &Json) -> String {
 }
 
 /// The fuzz invariants: never panics; a parsed document re-serialised parses to the same value;
-/// [`auth_config`] and [`service_spec`] are deterministic and give the same answer on the
+/// `auth_config` and `service_spec` are deterministic and give the same answer on the
 /// re-serialised text (so the views depend on the document only, not on its spelling).
 pub fn check_invariants(data: &[u8]) {
     let auth = auth_config(data).ok();

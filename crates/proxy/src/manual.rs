@@ -7,9 +7,10 @@
 //!   keep-alive requests. Requests on a connection are sequential in HTTP/1.1, so no pool is
 //!   needed, and when the client goes away its engine connection is closed with it: dockerd sees
 //!   its request cancelled and stops a pull or a build (`wire::a_client_disconnect_closes_the_engine_connection`).
-//! - **Bodies stream** in both directions through hyper without being collected; only a login body
-//!   (to read `serveraddress`, at most 64 KiB) and the `/version` answer (to rewrite `ApiVersion`,
-//!   at most 1 MiB) are read whole. No idle timeout applies after the request head, so `logs -f`,
+//! - **Bodies stream** in both directions through hyper without being collected; only the JSON
+//!   bodies a gate decides on (a login's `serveraddress`, a service spec; at most 1 MiB) and the
+//!   `/version` and `/info` answers (to rewrite `ApiVersion`, to add the policy; at most 1 MiB)
+//!   are read whole. No idle timeout applies after the request head, so `logs -f`,
 //!   `events` and attach can stay quiet for hours (`docker_cli::*`: events stays open, cp of 64 MiB
 //!   both ways is byte-identical).
 //! - **Hijacks** (attach, exec start: `Upgrade: tcp` → `101`) are spliced with
@@ -43,10 +44,47 @@
 //! | `/v1.25/%69mages/create` | paths are decoded as Go decodes them before routing, so the gate sees the endpoint dockerd sees | same |
 //! | `fromImage=a:v1&tag=v2`, `tag=sha256:…` | the reference is built as dockerd builds it (tag replaces, digest makes a digest reference) | `gate::tests::pulls_as_dockerd_builds_them` |
 //! | login to a registry off the whitelist | `POST /auth` is decided by its `serveraddress` | `wire::refusals_are_docker_shaped` |
+//! | `{"ServerAddress":"allowed","serveraddress":"evil"}`, `"ſerveraddress"`, `"\u0073erveraddress"` in a login or service body | JSON bodies are read with Go `encoding/json` rules: keys fold case with Unicode simple folding, `\u` escapes are decoded, the last duplicate wins and objects merge, `null` is what Go makes of it (`gojson.rs`, checked against a table of Go's own answers in `testdata/gojson/`) | `gojson::tests::agrees_with_go`, `reading::*` |
+//! | a policed JSON body larger than the gate reads | refused with 413 (1 MiB cap), never forwarded uninspected | `reading::*` |
+//! | `Transfer-Encoding: gzip, chunked` or `chunked, chunked` | refused (hyper accepts them); `Content-Length` beside `Transfer-Encoding` is dropped by hyper, the body read by its chunked framing as dockerd's Go server reads it, and the connection closed after the answer | `service::tests::ambiguous_framing_is_refused`, `reading::*` |
+//! | a form body on any policed route (`POST /build` with `remote=` in an `x-www-form-urlencoded` body) | refused (400) on every policed route | `reading::*` |
+//! | `docker tag evil/x allowed/x && docker push allowed/x` | a push is decided by where it goes, not by where the image came from; the pull of `evil/x` was decided when it happened | `ingress_images::*` |
 //!
-//! Pulls by other routes (build `FROM`, `load`, plugin pulls, service images, import from a URL)
-//! are forwarded by this version; gating them is the enforcement work that builds on the route
-//! classification here.
+//! # What is decided, where
+//!
+//! Every route an image can enter or leave the engine by is named in the route table with its
+//! gate (`route.rs`); `Gate::ask` reads a request into what it asks of the policy, and
+//! `police.rs` decides, audits and refuses for all of them alike. A denial is a 403 before
+//! dockerd has seen any of the request; in `audit` mode it is logged (`"would_deny": true`, a
+//! warning in the serve log) and the request goes through.
+//!
+//! | route | decided | by |
+//! |---|---|---|
+//! | `POST /images/create?fromImage=` | the reference, with `tag` applied as dockerd applies it | whitelist |
+//! | `POST /images/create` without `fromImage` (import from `fromSrc` URL or body) | refused in whitelist mode: the content comes from no registry | — |
+//! | `POST /images/load` | refused in whitelist mode, for the same reason | — |
+//! | `POST /images/{name}/push?tag=` | the repository pushed to | push list (`[registry] push`), else the whitelist; `push = []` refuses every push |
+//! | `POST /plugins/{name}/push` | the repository the plugin name is | push list, else the whitelist |
+//! | `GET /images/search?term=` | the registry of the term (`reg:5000/x` → `reg:5000`; no registry part → Docker Hub), split as dockerd's `splitReposSearchTerm` | whitelist |
+//! | `POST /plugins/pull`, `GET /plugins/privileges`, `POST /plugins/{name}/upgrade` | `remote` | whitelist |
+//! | `POST /plugins/create` (a plugin from a tar body) | refused in whitelist mode | — |
+//! | `POST /services/create`, `POST /services/{id}/update` | `TaskTemplate.ContainerSpec.Image`; `PluginSpec` or a runtime other than `container` refused in whitelist mode (a plugin comes from no decided pull) | whitelist |
+//! | `POST /build?remote=` (git, tarball or Dockerfile URL) | refused in whitelist mode: dockerd fetches the context itself, after the gate | — |
+//! | `POST /auth` | `serveraddress` | whitelist |
+//! | `/distribution/…`, `/session`, `/grpc`, `/configs`, `/build/prune`, swarm routes after 1.25 | not in the v1.25 table: 404 | — |
+//!
+//! **Not decided: `POST /images/{name}/tag`, `POST /commit`, `POST /containers/create`.** They
+//! use images already in the engine, and every way in is decided: what is there was pulled,
+//! built, loaded or imported through a gate (or was there before the VCH). Deciding them by the
+//! whitelist would break `docker build -t myapp . && docker run myapp` whenever Docker Hub is not
+//! whitelisted, for no gain. When `docker run` names an image that is not there, the docker CLI
+//! pulls it first with `POST /images/create`, which the pull gate decides with the whitelist's
+//! text (`ingress_images::*`).
+//!
+//! **Left to other work:** the build context (`FROM`, `COPY --from`, `ONBUILD` in a `POST /build`
+//! body) is read by the build gate of its own issue; until then a classic build can still pull
+//! its base images. `POST /services/{id}/update?rollback=previous` redeploys the previous spec,
+//! which was decided when it was created or updated, not again against a narrowed whitelist.
 //!
 //! # Robustness
 //!

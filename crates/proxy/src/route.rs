@@ -358,7 +358,11 @@ const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
         &[Lit("plugins"), Many, Lit("disable")],
         Kind::Other,
     ),
-    (&["POST"], &[Lit("plugins"), Many, Lit("push")], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("plugins"), Many, Lit("push")],
+        Kind::Policed(Gate::PluginPush),
+    ),
     // Documented from API 1.26, but dockerd 20.10 serves it at any version: `remote` pulls.
     (
         &["POST"],
