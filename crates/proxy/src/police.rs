@@ -4,8 +4,8 @@
 //! byte of the request. In `audit` mode the same decisions are made and logged, and the request
 //! goes through.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Response, StatusCode};
@@ -25,8 +25,9 @@ pub(crate) const MAX_INSPECTED_BODY: usize = 1024 * 1024;
 pub(crate) enum Policed {
     /// Forward the body.
     Forward(Forwarded),
-    /// Refused before dockerd saw it.
-    Refuse(Response<Body>),
+    /// Refused before dockerd saw it; what is left of the body is to be discarded
+    /// ([`crate::service::discard`]).
+    Refuse(Response<Body>, Option<Incoming>),
 }
 
 /// The body of a request that goes through.
@@ -53,7 +54,7 @@ pub(crate) async fn police(
             "form-encoded and multipart bodies are not accepted on {}: pass parameters in the query string",
             gate.name()
         );
-        return Policed::Refuse(docker_error(StatusCode::BAD_REQUEST, &message));
+        return Policed::Refuse(docker_error(StatusCode::BAD_REQUEST, &message), Some(body));
     }
     let form = gate::parse_query(parts.uri.query().unwrap_or(""));
     let forwarded = if gate.reads_body() {
@@ -62,7 +63,7 @@ pub(crate) async fn police(
                 audit.add_in(bytes.len() as u64);
                 Forwarded::Read(bytes)
             }
-            Err(refusal) => return Policed::Refuse(refusal),
+            Err((refusal, unread)) => return Policed::Refuse(refusal, unread),
         }
     } else {
         Forwarded::Stream(body)
@@ -84,12 +85,24 @@ pub(crate) async fn police(
                 },
                 ..PolicyRecord::default()
             });
-            return Policed::Refuse(docker_error(StatusCode::BAD_REQUEST, &message));
+            return Policed::Refuse(
+                docker_error(StatusCode::BAD_REQUEST, &message),
+                forwarded.into_unread(),
+            );
         }
     };
     match decide(settings, gate, &ask, audit).await {
-        Some(refusal) => Policed::Refuse(refusal),
+        Some(refusal) => Policed::Refuse(refusal, forwarded.into_unread()),
         None => Policed::Forward(forwarded),
+    }
+}
+
+impl Forwarded {
+    fn into_unread(self) -> Option<Incoming> {
+        match self {
+            Forwarded::Read(_) => None,
+            Forwarded::Stream(body) => Some(body),
+        }
     }
 }
 
@@ -238,12 +251,13 @@ fn denial(decision: &Decision<'_>, policy: &PolicyUse<'_>) -> Option<String> {
     }
 }
 
-/// Reads a body a gate decides on, up to [`MAX_INSPECTED_BODY`].
+/// Reads a body a gate decides on, up to [`MAX_INSPECTED_BODY`]. A refusal hands back what is
+/// left of the body, to be discarded.
 async fn read_body(
     gate: Gate,
     headers: &HeaderMap,
-    body: Incoming,
-) -> Result<Bytes, Response<Body>> {
+    mut body: Incoming,
+) -> Result<Bytes, (Response<Body>, Option<Incoming>)> {
     let too_large = || {
         let message = format!(
             "the request body is larger than the {} KiB this VCH inspects on {}",
@@ -258,16 +272,25 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_INSPECTED_BODY as u64) {
-        return Err(too_large());
+        return Err((too_large(), Some(body)));
     }
-    match Limited::new(body, MAX_INSPECTED_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(_) => Err(docker_error(
-            StatusCode::BAD_REQUEST,
-            "the request body ended before it was complete",
-        )),
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(_) => {
+                let message = "the request body ended before it was complete";
+                return Err((docker_error(StatusCode::BAD_REQUEST, message), None));
+            }
+        };
+        if let Some(data) = frame.data_ref() {
+            if read.len() + data.len() > MAX_INSPECTED_BODY {
+                return Err((too_large(), Some(body)));
+            }
+            read.extend_from_slice(data);
+        }
     }
+    Ok(read.freeze())
 }
 
 /// Whether dockerd would read the body as a form (`application/x-www-form-urlencoded`, which Go's

@@ -1,6 +1,7 @@
 //! One client connection's request handling: route, gate, forward, stream back, splice hijacks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -124,6 +125,7 @@ impl Conn {
                 let status =
                     StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
                 let message = refusal.message(req.method(), req.uri().path());
+                discard(req.into_body());
                 return (docker_error(status, &message), None);
             }
         };
@@ -137,7 +139,12 @@ impl Conn {
                 match police::police(settings, gate, &routed.endpoint, &parts, incoming, audit)
                     .await
                 {
-                    Policed::Refuse(refusal) => return (refusal, None),
+                    Policed::Refuse(refusal, unread) => {
+                        if let Some(body) = unread {
+                            discard(body);
+                        }
+                        return (refusal, None);
+                    }
                     Policed::Forward(Forwarded::Read(bytes)) => {
                         Full::new(bytes).map_err(|never| match never {}).boxed()
                     }
@@ -312,6 +319,35 @@ impl Conn {
             .map_err(|e| format!("the Docker engine at {url} failed: {e}"))?;
         Ok(response.map(|body| body.map_err(body_error).boxed()))
     }
+}
+
+/// How much of a refused request's body is read and thrown away, and for how long at most.
+const DISCARD_BYTES: u64 = 64 * 1024 * 1024;
+const DISCARD_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and throws away what is left of a refused request's body, so that the client reads the
+/// refusal before the connection closes. Closing a socket with unread data in it makes the kernel
+/// answer with a reset, which destroys the answer in flight: the docker CLI refused a
+/// `docker load` or `docker plugin create` would report a broken pipe instead of the refusal.
+/// Bounded in bytes and time; a client that stops sending when it reads the answer (Go's does)
+/// ends it sooner.
+pub(crate) fn discard(mut body: Incoming) {
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let drain = async {
+            let mut left = DISCARD_BYTES;
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    });
 }
 
 /// Both halves of a hijacked connection, handed to the splice task once the 101 is sent.

@@ -10,5 +10,7 @@
 mod docker_cli;
 mod fuzz_checks;
 mod fuzz_seeds;
+mod ingress_plugins_services;
+mod reading;
 mod support;
 mod wire;
