@@ -88,6 +88,10 @@
 //!
 //! # Robustness
 //!
+//! - A refused request's unread body is read and thrown away after the answer (at most 64 MiB or
+//!   10 s): closing a socket with unread data makes the kernel send a reset, which destroys the
+//!   answer in flight, so a refused `docker load` or `docker plugin create` showed a broken pipe
+//!   instead of the refusal (`ingress_plugins_services::plugin_create_needs_whitelist_mode_off`).
 //! - Header read timeout (slowloris; default 30 s) and request-head size limit (default 1 MiB,
 //!   because a build's `X-Registry-Config` header carries every credential)
 //!   (`wire::slow_headers_are_cut_off`).
