@@ -10,6 +10,7 @@
 mod docker_cli;
 mod fuzz_checks;
 mod fuzz_seeds;
+mod ingress_images;
 mod ingress_plugins_services;
 mod reading;
 mod support;
