@@ -585,3 +585,50 @@ fn audit_mode_decides_logs_and_lets_through() {
         "{r}"
     );
 }
+
+/// Routes that v1.25 does not have stay refused at every spelling, so no later change lets one
+/// through unnoticed: one row per route.
+#[test]
+fn routes_newer_than_the_api_are_refused() {
+    let dockerd = dockerd();
+    let vch = Vch::start(&dockerd, Mode::Plain, &["reg.allowed.example"]);
+    for (method, path) in [
+        ("GET", "/v1.25/distribution/reg.allowed.example/x/json"),
+        ("GET", "/distribution/busybox/json"),
+        ("POST", "/v1.25/session"),
+        ("POST", "/session"),
+        ("POST", "/v1.25/grpc"),
+        ("POST", "/grpc"),
+        ("GET", "/v1.25/configs"),
+        ("POST", "/v1.25/configs/create"),
+        ("GET", "/v1.25/configs/abc"),
+        ("POST", "/v1.25/build/prune"),
+        ("POST", "/v1.25/build/cancel"),
+        ("GET", "/v1.25/tasks/abc/logs"),
+        ("POST", "/v1.25/swarm/ca"),
+        ("GET", "/v1.25/swarm/join-tokens"),
+        ("PUT", "/v1.25/volumes/abc"),
+        ("GET", "/v1.25/images/busybox/attestations"),
+    ] {
+        let r = request(&vch, method, path, "Content-Length: 0\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 404") && r.contains("is not part of Docker API v1.25"),
+            "{method} {path}: {r}"
+        );
+    }
+    let log = dockerd.log();
+    for needle in [
+        "/distribution",
+        "/session",
+        "/grpc",
+        "/configs",
+        "/build/",
+        "/swarm/ca",
+    ] {
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("Calling") && l.contains(needle)),
+            "{needle} reached dockerd"
+        );
+    }
+}
