@@ -921,3 +921,53 @@ fn audit_records_name_what_was_decided() {
     assert_eq!(load["allowed"], false, "{load}");
     assert!(!str_of(&load, "decision").is_empty(), "{load}");
 }
+
+/// `docker login` is decided by the registry it logs in to: to a whitelisted registry it
+/// succeeds (the registry checks the password), to another the CLI shows the whitelist's text and
+/// that registry never sees the attempt.
+#[test]
+fn login_is_decided_by_the_registry() {
+    let dockerd = dockerd();
+    let allowed = Registry::builder()
+        .htpasswd_user("vch", "s3cret")
+        .start()
+        .expect("docker-registry from the testbed must start (apt-get install docker-registry)");
+    let denied = Registry::builder()
+        .htpasswd_user("vch", "s3cret")
+        .start()
+        .expect("docker-registry from the testbed must start");
+    let vch = Vch::start(&dockerd, Mode::Plain, &[&allowed.addr()]);
+    let out = vch.docker_ok(&[
+        "login",
+        "--username",
+        "vch",
+        "--password",
+        "s3cret",
+        &allowed.addr(),
+    ]);
+    assert!(out.contains("Login Succeeded"), "{out}");
+    assert!(
+        allowed.log().contains("/v2/"),
+        "the allowed registry saw the login"
+    );
+
+    let from = mark(&dockerd);
+    let before = denied.log().len();
+    docker_denied(
+        &vch,
+        &[
+            "login",
+            "--username",
+            "vch",
+            "--password",
+            "s3cret",
+            &denied.addr(),
+        ],
+        &unauthorized(&denied.addr()),
+    );
+    assert!(calls_since(&dockerd, from, "POST", "/auth").is_empty());
+    assert!(
+        !registry_log_since(&denied, before).contains("/v2/"),
+        "the denied registry saw a login attempt"
+    );
+}
