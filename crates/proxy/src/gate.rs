@@ -91,6 +91,9 @@ pub enum Gate {
     ServiceUpdate,
     /// `POST /build`: `remote=` here; the context itself is read by the build gate.
     Build,
+    /// `POST /swarm/join`: a foreign manager's services would make this engine pull images that
+    /// never pass this endpoint.
+    SwarmJoin,
     /// `POST /auth`: a registry login (JSON `serveraddress`).
     Auth,
 }
@@ -111,6 +114,7 @@ impl Gate {
             Gate::ServiceCreate => "services/create",
             Gate::ServiceUpdate => "services/update",
             Gate::Build => "build",
+            Gate::SwarmJoin => "swarm/join",
             Gate::Auth => "auth",
         }
     }
@@ -151,6 +155,7 @@ impl Gate {
             } else {
                 Ask::Unsourced(Unsourced::BuildRemote)
             }),
+            Gate::SwarmJoin => Ok(Ask::Unsourced(Unsourced::SwarmJoin)),
             Gate::Auth => auth_registry(body)
                 .map(|registry| Ask::one(Action::Login, Subject::Registry(registry))),
         }
@@ -250,6 +255,8 @@ pub enum Unsourced {
     /// A service with `PluginSpec` or a runtime other than `container` (the runtime, `plugin`
     /// when only `PluginSpec` is set).
     ServiceRuntime(String),
+    /// `POST /swarm/join`: the managers of another swarm would schedule services here.
+    SwarmJoin,
 }
 
 impl Unsourced {
@@ -261,6 +268,7 @@ impl Unsourced {
             Unsourced::PluginCreate => "plugin-create",
             Unsourced::BuildRemote => "build-remote",
             Unsourced::ServiceRuntime(_) => "service-runtime",
+            Unsourced::SwarmJoin => "swarm-join",
         }
     }
 
@@ -275,6 +283,12 @@ impl Unsourced {
                 return "Builds from a remote context (remote=…) are not allowed while VCH is in \
                         whitelist mode: the context comes from no registry and cannot be \
                         inspected before the Docker engine fetches it"
+                    .to_owned();
+            }
+            Unsourced::SwarmJoin => {
+                return "Joining a swarm (docker swarm join) is not allowed while VCH is in \
+                        whitelist mode: the other swarm's managers would run services whose images \
+                        this VCH never decides"
                     .to_owned();
             }
             Unsourced::ServiceRuntime(runtime) if runtime == "plugin" => {
@@ -573,6 +587,10 @@ mod tests {
             Unsourced::BuildRemote
         );
         assert_eq!(ask(Gate::Build, "/build?t=x", ""), Ok(Ask::Nothing));
+        assert_eq!(
+            unsourced(Gate::SwarmJoin, "/swarm/join", "{}"),
+            Unsourced::SwarmJoin
+        );
         assert_eq!(
             unsourced(
                 Gate::ServiceUpdate,

@@ -71,6 +71,7 @@
 //! | `POST /services/create`, `POST /services/{id}/update` | `TaskTemplate.ContainerSpec.Image`; `PluginSpec` or a runtime other than `container` refused in whitelist mode (a plugin comes from no decided pull) | whitelist |
 //! | `POST /build?remote=` (git, tarball or Dockerfile URL) | refused in whitelist mode: dockerd fetches the context itself, after the gate | — |
 //! | `POST /auth` | `serveraddress` | whitelist |
+//! | `POST /swarm/join` | refused in whitelist mode: the other swarm's managers would schedule services here, and their images would be pulled without passing this endpoint | — |
 //! | `/distribution/…`, `/session`, `/grpc`, `/configs`, `/build/prune`, swarm routes after 1.25 | not in the v1.25 table: 404 | — |
 //!
 //! **Not decided: `POST /images/{name}/tag`, `POST /commit`, `POST /containers/create`.** They

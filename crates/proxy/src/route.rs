@@ -299,7 +299,11 @@ const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
     // swarm
     (&["GET"], &[Lit("swarm")], Kind::Other),
     (&["POST"], &[Lit("swarm"), Lit("init")], Kind::Other),
-    (&["POST"], &[Lit("swarm"), Lit("join")], Kind::Other),
+    (
+        &["POST"],
+        &[Lit("swarm"), Lit("join")],
+        Kind::Policed(Gate::SwarmJoin),
+    ),
     (&["POST"], &[Lit("swarm"), Lit("leave")], Kind::Other),
     (&["POST"], &[Lit("swarm"), Lit("update")], Kind::Other),
     (&["GET"], &[Lit("swarm"), Lit("unlockkey")], Kind::Other),

@@ -632,3 +632,27 @@ fn routes_newer_than_the_api_are_refused() {
         );
     }
 }
+
+/// Joining another swarm would let its managers schedule services here whose images never pass
+/// this endpoint: refused in whitelist mode, forwarded with whitelist mode off.
+#[test]
+fn swarm_join_is_refused_in_whitelist_mode() {
+    let dockerd = dockerd();
+    let body = r#"{"ListenAddr":"127.0.0.1:1","RemoteAddrs":["127.0.0.1:2"],"JoinToken":"x"}"#;
+    let join = format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let vch = Vch::start(&dockerd, Mode::Plain, &["reg.allowed.example"]);
+    let r = request(&vch, "POST", "/v1.25/swarm/join", &join);
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("Joining a swarm (docker swarm join)"),
+        "{r}"
+    );
+    assert!(!dockerd.log().contains("Calling POST /v1.25/swarm/join"));
+    drop(vch);
+    let open = Vch::start(&dockerd, Mode::Plain, &[]);
+    let r = request(&open, "POST", "/v1.25/swarm/join", &join);
+    assert!(!r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(dockerd.log().contains("Calling POST /v1.25/swarm/join"));
+}
