@@ -47,7 +47,12 @@ pub struct RegistryConfig {
     /// decides pushes as it decides pulls; an empty list refuses every push.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub push: Option<Vec<String>>,
-    /// Whether denials are enforced or only logged (`--policy-mode`).
+    /// Whether denials are enforced or only logged (`--policy-mode`). Written only when it is
+    /// `audit`, so a file without the new fields reads the same to older builds.
+    #[cfg_attr(
+        feature = "serde",
+        serde(skip_serializing_if = "EnforcementMode::is_enforce")
+    )]
     pub mode: EnforcementMode,
     /// The lists as narrowed by `vch-admin update`; `None` until the first update.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
@@ -73,6 +78,11 @@ pub enum EnforcementMode {
 }
 
 impl EnforcementMode {
+    /// Whether this is the default, `enforce`.
+    pub fn is_enforce(&self) -> bool {
+        *self == EnforcementMode::Enforce
+    }
+
     /// `enforce` or `audit`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -257,6 +257,10 @@ pub enum Unsourced {
     ServiceRuntime(String),
     /// `POST /swarm/join`: the managers of another swarm would schedule services here.
     SwarmJoin,
+    /// `POST /plugins/{name}/push` with a name that could be an ID prefix: dockerd would push
+    /// whichever plugin's ID starts with it, to that plugin's own name. Refused whenever pushes
+    /// are restricted (whitelist mode or a push list).
+    PluginPushById,
 }
 
 impl Unsourced {
@@ -269,6 +273,7 @@ impl Unsourced {
             Unsourced::BuildRemote => "build-remote",
             Unsourced::ServiceRuntime(_) => "service-runtime",
             Unsourced::SwarmJoin => "swarm-join",
+            Unsourced::PluginPushById => "push",
         }
     }
 
@@ -283,6 +288,11 @@ impl Unsourced {
                 return "Builds from a remote context (remote=…) are not allowed while VCH is in \
                         whitelist mode: the context comes from no registry and cannot be \
                         inspected before the Docker engine fetches it"
+                    .to_owned();
+            }
+            Unsourced::PluginPushById => {
+                return "Access denied: push a plugin by its name, not by an ID prefix (the VCH \
+                        decides a push by the name it goes to)"
                     .to_owned();
             }
             Unsourced::SwarmJoin => {
@@ -378,6 +388,14 @@ fn plugin_push(endpoint: &str) -> Result<Ask, String> {
         .strip_prefix("/plugins/")
         .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/push"))
         .ok_or_else(|| format!("no plugin name in {endpoint:?}"))?;
+    // dockerd looks a plugin up by name, then by ID prefix, and pushes it to its stored name:
+    // a name that could be an ID prefix may push another plugin to anywhere.
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Ok(Ask::Unsourced(Unsourced::PluginPushById));
+    }
     let image = ImageRef::parse(name).map_err(|e| e.to_string())?;
     Ok(Ask::one(Action::Push, Subject::Image(image)))
 }
@@ -541,6 +559,17 @@ mod tests {
         assert_eq!(
             items(ask(Gate::PluginPush, "/plugins/reg.x:5000/p:1/push", "")),
             [(Action::Push, "reg.x:5000/p:1".to_owned())]
+        );
+        assert_eq!(
+            ask(Gate::PluginPush, "/plugins/0123abcd/push", ""),
+            Ok(Ask::Unsourced(Unsourced::PluginPushById))
+        );
+        assert_eq!(
+            items(ask(Gate::PluginPush, "/plugins/0123abcdx/push", "")),
+            [(
+                Action::Push,
+                "docker.io/library/0123abcdx:latest".to_owned()
+            )]
         );
         assert_eq!(
             items(ask(Gate::Auth, "/auth", r#"{"ServerAddress":"reg.x"}"#)),

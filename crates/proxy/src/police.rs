@@ -13,7 +13,7 @@ use vch_policy::{Decision, EnforcementMode, Policy, PushRule};
 
 use crate::audit::{Audit, PolicyRecord, Verdict};
 use crate::error::docker_error;
-use crate::gate::{self, Action, Ask, Gate, Item, Subject};
+use crate::gate::{self, Action, Ask, Gate, Item, Subject, Unsourced};
 use crate::service::Body;
 use crate::settings::Settings;
 
@@ -116,7 +116,14 @@ async fn decide(
     let mut verdicts: Vec<(Verdict, Option<String>)> = match ask {
         Ask::Nothing => return None,
         Ask::Unsourced(unsourced) => {
-            let allowed = !settings.policy.whitelist_mode();
+            let restricted = match unsourced {
+                Unsourced::PluginPushById => {
+                    settings.policy.whitelist_mode()
+                        || !matches!(settings.push, PushRule::SameAsPull)
+                }
+                _ => settings.policy.whitelist_mode(),
+            };
+            let allowed = !restricted;
             let message = unsourced.denial_message();
             vec![(
                 Verdict {
@@ -126,7 +133,7 @@ async fn decide(
                     entry: None,
                     allowed,
                     decision: if allowed {
-                        "whitelist mode is off".to_owned()
+                        "not restricted: whitelist mode is off".to_owned()
                     } else {
                         message.clone()
                     },

@@ -420,11 +420,13 @@ fn push_list_and_policy_mode_round_trip_through_vch_toml() {
         "a round trip changes nothing"
     );
 
-    // The default: no push list (the whitelist decides pushes), enforce.
+    // The default: no push list (the whitelist decides pushes), enforce, which is not written
+    // (older builds read the file as before).
     let dir = create(tmp.path(), "plain", &["--no-tls", "--no-registry-probe"]);
     let text = std::fs::read_to_string(dir.join("vch.toml")).unwrap();
     assert!(!text.contains("push"), "{text}");
-    assert!(text.contains("mode = \"enforce\""), "{text}");
+    assert!(!text.contains("mode = \"enforce\""), "{text}");
+    assert!(!text.contains("[registry.narrowed]"), "{text}");
     let out = run_ok(&[
         "create",
         "--name",
