@@ -11,7 +11,8 @@
 #   vch.toml with a registry whitelist (the VIC documentation's example).
 # - `vch-admin serve` on 127.0.0.1, audit log in the VCH directory.
 # - Prints the docker command to use and shows it working: `docker version` through the VCH
-#   (API 1.25), and a pull from Docker Hub refused by the whitelist.
+#   (the engine's API version, at most the audited 1.55; `create --api-version 1.25` would pin
+#   VIC's), and a pull from Docker Hub refused by the whitelist.
 # On a terminal it then keeps serving until Ctrl-C; without one (CI) it stops after the demo.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

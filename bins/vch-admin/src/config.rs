@@ -19,11 +19,21 @@
 //! [registry.narrowed]                       # written by `vch-admin update`, removed by --reset
 //! whitelist = ["registry.example.com/team"]
 //!
+//! [api]                                     # optional: written by `create --api-version`
+//! version = "1.25"                          # the highest Docker API version served
+//!
 //! [docker_tls]                              # optional: a tcp:// engine behind --tlsverify
 //! ca = "docker-ca.pem"
 //! cert = "docker-cert.pem"
 //! key = "docker-key.pem"
 //! ```
+//!
+//! Without `[api]` a VCH serves Docker API 1.24 up to the lower of its engine's `ApiVersion` and
+//! the newest version the proxy has been audited for (`vch_proxy::AUDITED_API_VERSION`), and from
+//! no lower than the engine's `MinAPIVersion`. `[api] version` lowers that ceiling: `"1.25"` is
+//! VIC's strict mode, where every client is held to the API VIC's VCH spoke (`create` then writes
+//! `DOCKER_API_VERSION=1.25` into the env file, as docker CLI 29 will not negotiate that low).
+//! A version outside 1.24 to the audited one is refused when the file is read.
 //!
 //! Writers replace the file atomically ([`write_atomic`]): a reader, such as `serve` on SIGHUP,
 //! sees the old file or the new one, never a half-written one.
@@ -37,6 +47,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use vch_pki::TlsMode;
 use vch_policy::{EnforcementMode, RegistryConfig};
+use vch_proxy::{AUDITED_API_VERSION, ApiVersion, MIN_API_VERSION};
 
 /// The configuration file's name inside a VCH directory.
 pub const CONFIG_FILE: &str = "vch.toml";
@@ -62,6 +73,9 @@ pub struct VchConfig {
     /// Registry policy.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// The Docker API versions served; absent (the default) serves what the engine does.
+    #[serde(default, skip_serializing_if = "ApiConfig::is_default")]
+    pub api: ApiConfig,
     /// Client TLS towards a `tcp://` engine that requires it (`dockerd --tlsverify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_tls: Option<DockerTls>,
@@ -78,6 +92,80 @@ pub struct DockerTls {
     pub cert: PathBuf,
     /// Its key.
     pub key: PathBuf,
+}
+
+/// The `[api]` section: which Docker API versions the VCH serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The highest version served (`"1.25"`: VIC's strict mode); `None` serves up to the engine's
+    /// own (at most [`AUDITED_API_VERSION`]). Between [`MIN_API_VERSION`] and
+    /// [`AUDITED_API_VERSION`], written `1.N`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_api_version",
+        deserialize_with = "deserialize_api_version"
+    )]
+    pub version: Option<ApiVersion>,
+}
+
+impl ApiConfig {
+    /// Nothing set: the section is left out of the file.
+    pub fn is_default(&self) -> bool {
+        *self == ApiConfig::default()
+    }
+}
+
+/// Parses a pinned API version (`create --api-version`, `[api] version`): `1.N`, from
+/// [`MIN_API_VERSION`] to [`AUDITED_API_VERSION`].
+pub fn parse_api_version(text: &str) -> Result<ApiVersion, String> {
+    let range = || {
+        format!(
+            "use 1.N from {MIN_API_VERSION} to {AUDITED_API_VERSION} ({} is VIC's)",
+            vch_proxy::VIC_API_VERSION
+        )
+    };
+    match ApiVersion::parse(text) {
+        // Canonical `1.N` only: "1" or "1.025" would read as another version than written.
+        Some(v) if v.to_string() == text && v.major == 1 => {
+            if v < MIN_API_VERSION {
+                Err(format!(
+                    "API version {text} is older than the oldest a VCH serves: {}",
+                    range()
+                ))
+            } else if v > AUDITED_API_VERSION {
+                Err(format!(
+                    "API version {text} is newer than the newest the proxy has been audited \
+                     for: {}",
+                    range()
+                ))
+            } else {
+                Ok(v)
+            }
+        }
+        _ => Err(format!("invalid API version {text:?}: {}", range())),
+    }
+}
+
+/// `serialize_with` gets the field by reference.
+fn serialize_api_version<S: serde::Serializer>(
+    version: &Option<ApiVersion>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match version {
+        Some(v) => serializer.serialize_str(&v.to_string()),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn deserialize_api_version<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<ApiVersion>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_api_version(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn default_docker_host() -> String {
@@ -335,7 +423,60 @@ mod tests {
                 whitelist: vec!["registry.example.com".into()],
                 ..RegistryConfig::default()
             },
+            api: ApiConfig::default(),
             docker_tls: None,
+        }
+    }
+
+    #[test]
+    fn an_api_pin_round_trips_and_is_absent_when_unset() {
+        let text = sample().to_toml().unwrap();
+        assert!(!text.contains("[api]"), "{text}");
+        let pinned = VchConfig {
+            api: ApiConfig {
+                version: Some(vch_proxy::VIC_API_VERSION),
+            },
+            ..sample()
+        };
+        let text = pinned.to_toml().unwrap();
+        assert!(text.contains("[api]\nversion = \"1.25\"\n"), "{text}");
+        assert_eq!(VchConfig::from_toml(&text, Path::new("x")).unwrap(), pinned);
+        // An empty section is the default.
+        let c = VchConfig::from_toml("name = \"a\"\n[api]\n", Path::new("x")).unwrap();
+        assert_eq!(c.api.version, None);
+    }
+
+    #[test]
+    fn api_versions_outside_the_served_range_are_refused() {
+        for (text, want) in [
+            ("1.24", Ok(ApiVersion::new(1, 24))),
+            ("1.25", Ok(ApiVersion::new(1, 25))),
+            ("1.41", Ok(ApiVersion::new(1, 41))),
+            ("1.55", Ok(AUDITED_API_VERSION)),
+            ("1.23", Err("older than the oldest")),
+            ("1.56", Err("newer than the newest")),
+            ("2.0", Err("invalid API version")),
+            ("1", Err("invalid API version")),
+            ("1.025", Err("invalid API version")),
+            ("v1.25", Err("invalid API version")),
+            ("abc", Err("invalid API version")),
+            ("", Err("invalid API version")),
+        ] {
+            match (parse_api_version(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(got), Err(want)) => {
+                    assert!(
+                        got.contains(want) && got.contains("1.24 to 1.55"),
+                        "{text}: {got}"
+                    );
+                }
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+        for bad in ["\"1.23\"", "\"2.0\"", "1.25", "\"1.25\"\nextra = 1"] {
+            let text = format!("name = \"a\"\n[api]\nversion = {bad}\n");
+            let err = VchConfig::from_toml(&text, Path::new("/d/vch.toml")).unwrap_err();
+            assert!(format!("{err:#}").contains("/d/vch.toml"), "{bad}: {err:#}");
         }
     }
 

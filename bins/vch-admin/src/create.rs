@@ -1,4 +1,9 @@
 //! `vch-admin create`: a VCH directory with certificates, an env file and `vch.toml`.
+//!
+//! `--api-version 1.25` is VIC's strict mode: the VCH serves no Docker API newer than 1.25
+//! (`[api] version` in `vch.toml`) and the env file sets `DOCKER_API_VERSION=1.25`, so that a
+//! docker CLI that will not negotiate that low (29 and later) speaks it anyway. Without it the
+//! VCH serves 1.24 up to its engine's version and clients negotiate.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,10 +16,11 @@ use vch_pki::{
     write_files,
 };
 use vch_policy::{EnforcementMode, PushRule, RegistryConfig};
+use vch_proxy::ApiVersion;
 
 use crate::config::{
-    CONFIG_FILE, DEFAULT_DOCKER_HOST, TlsConfig, VchConfig, describe_mode, describe_push,
-    describe_whitelist,
+    ApiConfig, CONFIG_FILE, DEFAULT_DOCKER_HOST, TlsConfig, VchConfig, describe_mode,
+    describe_push, describe_whitelist, parse_api_version,
 };
 
 /// Arguments of `vch-admin create`.
@@ -89,6 +95,11 @@ pub struct CreateArgs {
     /// Address to listen on (default 0.0.0.0:2376, or :2375 with --no-tls).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Serve no Docker API newer than this (1.24 up to the audited 1.55; 1.25 is VIC's strict
+    /// mode) and set DOCKER_API_VERSION to it in the env file. Default: what the engine serves,
+    /// negotiated by each client.
+    #[arg(long, value_name = "1.N", value_parser = parse_api_version)]
+    pub api_version: Option<ApiVersion>,
     /// Overwrite files that exist.
     #[arg(long)]
     pub force: bool,
@@ -114,6 +125,7 @@ struct Plan {
     name: String,
     mode: TlsMode,
     registry: RegistryConfig,
+    api_version: Option<ApiVersion>,
     env: DockerEnv,
     files: Vec<PlannedFile>,
     has_ca: bool,
@@ -202,7 +214,10 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         .or_else(|| (!listen.ip().is_unspecified()).then(|| listen.ip().to_string()))
         .unwrap_or_else(|| "127.0.0.1".to_owned());
 
-    let env = DockerEnv::new(&dial, listen.port(), mode, &dir)?;
+    let mut env = DockerEnv::new(&dial, listen.port(), mode, &dir)?;
+    if let Some(version) = args.api_version {
+        env = env.with_api_version(version.to_string());
+    }
     let env_text = env.env_file()?;
 
     let mut notes = Vec::new();
@@ -233,6 +248,9 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         docker_host: args.docker_host.clone(),
         tls,
         registry: registry.clone(),
+        api: ApiConfig {
+            version: args.api_version,
+        },
         docker_tls: None,
     };
     files.push(PlannedFile::public(format!("{}.env", args.name), env_text));
@@ -242,6 +260,7 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         name: args.name.clone(),
         mode,
         registry,
+        api_version: args.api_version,
         env,
         files,
         has_ca,
@@ -438,23 +457,40 @@ fn print_summary(plan: &Plan, written: &[PathBuf]) {
         describe_push(plan.registry.push.as_deref())
     );
     println!("  policy mode: {}", describe_mode(plan.registry.mode));
+    println!();
+    match plan.api_version {
+        Some(version) => println!(
+            "Docker API: {} to {version} (pinned; the env file sets DOCKER_API_VERSION={version})",
+            vch_proxy::MIN_API_VERSION
+        ),
+        None => println!(
+            "Docker API: {} up to the engine's newest (at most {}), negotiated by each client",
+            vch_proxy::MIN_API_VERSION,
+            vch_proxy::AUDITED_API_VERSION
+        ),
+    }
     let dir = &plan.dir;
     let host = plan.env.docker_host();
+    // A pinned VCH serves nothing newer, and a recent CLI does not negotiate that low.
+    let docker = match plan.api_version {
+        Some(version) => format!("DOCKER_API_VERSION={version} docker"),
+        None => "docker".to_owned(),
+    };
     println!();
     println!("Connect with:");
     match plan.mode {
         TlsMode::TlsVerify if plan.has_client => println!(
-            "  docker -H {host} --tlsverify --tlscacert {} --tlscert {} --tlskey {} info",
+            "  {docker} -H {host} --tlsverify --tlscacert {} --tlscert {} --tlskey {} info",
             shell_quote(&dir.join("ca.pem").display().to_string()),
             shell_quote(&dir.join("cert.pem").display().to_string()),
             shell_quote(&dir.join("key.pem").display().to_string()),
         ),
         TlsMode::TlsVerify | TlsMode::Tls if plan.has_ca => println!(
-            "  docker -H {host} --tlsverify --tlscacert {} info",
+            "  {docker} -H {host} --tlsverify --tlscacert {} info",
             shell_quote(&dir.join("ca.pem").display().to_string()),
         ),
-        TlsMode::TlsVerify | TlsMode::Tls => println!("  docker -H {host} --tls info"),
-        _ => println!("  docker -H {host} info"),
+        TlsMode::TlsVerify | TlsMode::Tls => println!("  {docker} -H {host} --tls info"),
+        _ => println!("  {docker} -H {host} info"),
     }
     let env_file = dir.join(format!("{}.env", plan.name));
     println!("or load the environment:");

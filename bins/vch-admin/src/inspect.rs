@@ -1,4 +1,11 @@
 //! `vch-admin inspect`: a VCH's configuration and certificates, with lints and a live check.
+//!
+//! `--connect ADDR` completes a TLS handshake with the VCH's client certificate, reads the status
+//! of `GET /_ping`, then asks `GET /version` over a second session for the Docker API versions
+//! the endpoint serves (`MinAPIVersion` to `ApiVersion`: through a VCH, the range it serves
+//! clients, a client negotiating the newest one its own version allows). A handshake failure is
+//! an error (exit 1); an endpoint that does not answer `/version` is reported, not an error (the
+//! TLS check passed; the engine behind the VCH may be down).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +20,7 @@ use vch_pki::{
 };
 
 use vch_policy::{EnforcementMode, RegistryConfig};
+use vch_proxy::{EngineApi, Upstream, probe_engine};
 
 use crate::config::{
     ResolvedPaths, VchConfig, describe_mode, describe_push, describe_whitelist, push_in_force,
@@ -30,7 +38,8 @@ pub struct InspectArgs {
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Perform a live TLS handshake (with the client certificate) against HOST:PORT.
+    /// Perform a live TLS handshake (with the client certificate) against HOST:PORT, and ask it
+    /// which Docker API versions it serves.
     #[arg(long, value_name = "ADDR")]
     pub connect: Option<String>,
     /// The host clients dial (default: from NAME.env, else the listen address).
@@ -60,8 +69,32 @@ struct ConnectReport {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     handshake: Option<Handshake>,
+    /// The Docker API versions `GET /version` answered (after a successful handshake).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api: Option<ApiReport>,
+    /// Why `GET /version` gave no versions; not an error of the inspection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+/// The Docker API versions an endpoint serves, from its `GET /version`.
+#[derive(Debug, Serialize)]
+struct ApiReport {
+    /// `MinAPIVersion`: the oldest it accepts (1.24 through a VCH, unless its engine's is higher).
+    min: String,
+    /// `ApiVersion`: the newest, and the one its `/_ping` `Api-Version` header offers clients.
+    max: String,
+}
+
+impl From<EngineApi> for ApiReport {
+    fn from(api: EngineApi) -> Self {
+        ApiReport {
+            min: api.min.to_string(),
+            max: api.max.to_string(),
+        }
+    }
 }
 
 /// The registry lists a VCH enforces now: the narrowed ones when `update` wrote them.
@@ -262,9 +295,9 @@ fn live_check(
     ca: Option<&Path>,
     identity: Option<(&Path, &Path)>,
 ) -> ConnectReport {
-    let result = (|| -> anyhow::Result<Handshake> {
+    let result = (|| -> anyhow::Result<_> {
         let ca = ca.context("a live check needs a CA file to verify the server (--ca)")?;
-        let config = client_config(ca, identity)?;
+        let config = Arc::new(client_config(ca, identity)?);
         let server_name = match host {
             Some(h) => h.to_owned(),
             None => addr
@@ -273,27 +306,55 @@ fn live_check(
                 .unwrap_or(addr)
                 .to_owned(),
         };
-        Ok(check_connection(
-            addr,
-            &server_name,
-            Arc::new(config),
-            CONNECT_TIMEOUT,
-        )?)
+        let handshake = check_connection(addr, &server_name, Arc::clone(&config), CONNECT_TIMEOUT)?;
+        // The same client identity for the API request.
+        let upstream =
+            Upstream::parse(&format!("tcp://{addr}"), Some(config)).map_err(|e| e.to_string());
+        Ok((handshake, upstream))
     })();
     match result {
-        Ok(handshake) => ConnectReport {
-            addr: addr.to_owned(),
-            ok: true,
-            handshake: Some(handshake),
-            error: None,
-        },
+        Ok((handshake, upstream)) => {
+            let (api, api_error) = match upstream.and_then(|u| api_versions(&u)) {
+                Ok(api) => (Some(api.into()), None),
+                Err(e) => (None, Some(e)),
+            };
+            ConnectReport {
+                addr: addr.to_owned(),
+                ok: true,
+                handshake: Some(handshake),
+                api,
+                api_error,
+                error: None,
+            }
+        }
         Err(e) => ConnectReport {
             addr: addr.to_owned(),
             ok: false,
             handshake: None,
+            api: None,
+            api_error: None,
             error: Some(format!("{e:#}")),
         },
     }
+}
+
+/// `MinAPIVersion` and `ApiVersion` from `GET /version` at `upstream` (the `--connect` address).
+///
+/// The server is verified as the address's host: `--host`, which the handshake verifies the
+/// server as, cannot be given to this request, so a certificate that names only `--host` fails
+/// here (reported, not an error).
+fn api_versions(upstream: &Upstream) -> Result<EngineApi, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    // The timer is made inside the runtime, which it needs.
+    runtime.block_on(async {
+        match tokio::time::timeout(CONNECT_TIMEOUT, probe_engine(upstream)).await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer to /version within {CONNECT_TIMEOUT:?}")),
+        }
+    })
 }
 
 fn print_text(report: &Report) {
@@ -316,6 +377,17 @@ fn print_text(report: &Report) {
         }
         println!("  push:        {}", describe_push(reg.push.as_deref()));
         println!("  policy mode: {}", describe_mode(reg.mode));
+        match config.api.version {
+            Some(v) => println!(
+                "  API version: {} to {v} (pinned; clients set DOCKER_API_VERSION={v})",
+                vch_proxy::MIN_API_VERSION
+            ),
+            None => println!(
+                "  API version: {} up to the engine's newest (at most {})",
+                vch_proxy::MIN_API_VERSION,
+                vch_proxy::AUDITED_API_VERSION
+            ),
+        }
         for ca in &reg.ca {
             println!("  registry CA: {}", ca.display());
         }
@@ -399,10 +471,20 @@ fn print_text(report: &Report) {
     }
     if let Some(c) = &report.connect {
         match (&c.handshake, &c.error) {
-            (Some(h), _) => println!(
-                "connect {}: ok, {} {}, server {}, /_ping: {}",
-                c.addr, h.protocol, h.cipher_suite, h.server_subject, h.ping_status
-            ),
+            (Some(h), _) => {
+                println!(
+                    "connect {}: ok, {} {}, server {}, /_ping: {}",
+                    c.addr, h.protocol, h.cipher_suite, h.server_subject, h.ping_status
+                );
+                match (&c.api, &c.api_error) {
+                    (Some(api), _) => println!(
+                        "  Docker API: {} to {} (GET /version: MinAPIVersion to ApiVersion)",
+                        api.min, api.max
+                    ),
+                    (None, Some(e)) => println!("  Docker API: unknown: {e}"),
+                    (None, None) => {}
+                }
+            }
             (None, Some(e)) => println!("connect {}: FAILED: {e}", c.addr),
             (None, None) => println!("connect {}: FAILED", c.addr),
         }

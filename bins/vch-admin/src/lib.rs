@@ -2,8 +2,8 @@
 //!
 //! | command | what |
 //! |---|---|
-//! | `create` | a VCH directory: certificates, `NAME.env`, `vch.toml` (whitelist, push list, policy mode) |
-//! | `serve DIR` | the Docker API endpoint in front of the VCH's engine; SIGHUP reloads `vch.toml` |
+//! | `create` | a VCH directory: certificates, `NAME.env`, `vch.toml` (whitelist, push list, policy mode, `--api-version` pin) |
+//! | `serve DIR` | the Docker API endpoint (1.24 up to the engine's version, or the pin) in front of the VCH's engine; SIGHUP reloads `vch.toml` |
 //! | `check IMAGE…` | decide images as pulls, or with `--push` as pushes, as a VCH would |
 //! | `update DIR` | narrow the whitelist or push list after deployment (content trust), or `--reset` |
 //! | `inspect DIR` | configuration, lists in force and certificates, with lints |
@@ -52,7 +52,8 @@ pub enum Command {
     Create(create::CreateArgs),
     /// Show a VCH's configuration and certificates with lints; exit 1 on errors.
     Inspect(inspect::InspectArgs),
-    /// Serve a VCH: the Docker API v1.25 endpoint in front of its engine.
+    /// Serve a VCH: the Docker API endpoint (1.24 up to its engine's version) in front of its
+    /// engine.
     Serve(serve::ServeArgs),
     /// Narrow a VCH's whitelist or push list (never widen), or --reset to the deploy-time lists.
     Update(update::UpdateArgs),

@@ -8,6 +8,26 @@
 //! The registry rules are `[registry]` compiled by `RegistryConfig::compile_rules`: the lists in
 //! force (narrowed by `update`, if it did), the push rule and the mode. In audit mode a warning
 //! goes to stderr at start and after each reload: denials are logged, not enforced.
+//!
+//! API versions: the VCH serves Docker API 1.24 (or the engine's `MinAPIVersion`, if higher) up
+//! to the lowest of the engine's `ApiVersion`, the newest version the proxy has been audited for
+//! (`vch_proxy::AUDITED_API_VERSION`) and `[api] version` (the pin `create --api-version`
+//! writes; 1.25 is VIC's strict mode). The engine is asked at start, and the range printed:
+//!
+//! ```text
+//! vch-admin: VCH vch1 serves Docker API 1.24 to 1.41 (engine 1.12 to 1.41) on 127.0.0.1:2376 (tlsverify), engine unix:///var/run/docker.sock
+//! ```
+//!
+//! At start and after each reload, stderr also says:
+//!
+//! | condition | line |
+//! |---|---|
+//! | the engine did not answer `/version` | `warning:` the range is settled at the first request |
+//! | the engine's minimum is above 1.24 (Docker 29: 1.40 or 1.44) | `warning:` older clients are refused; set `DOCKER_MIN_API_VERSION=1.24` in dockerd's environment or `"min-api-version": "1.24"` in `/etc/docker/daemon.json` |
+//! | the pin is below the engine's minimum (the range is empty) | `error:` every request is refused; the same daemon settings, or a higher pin |
+//!
+//! None of them stops the server: the engine may be reconfigured while the VCH runs, and the
+//! range is asked again after the engine was unreachable and on SIGHUP.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -20,7 +40,10 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 use vch_pki::TlsMode;
 use vch_policy::{EnforcementMode, Policy};
-use vch_proxy::{Listen, Options, Server, Settings, Upstream, server_tls};
+use vch_proxy::{
+    AUDITED_API_VERSION, ApiRange, ApiVersion, EngineApi, Handle, Listen, MIN_API_VERSION, Options,
+    Server, Settings, Upstream, server_tls,
+};
 
 use crate::config::VchConfig;
 
@@ -77,6 +100,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Fail closed: nothing is served unless every file loads.
     let (config, settings) = load(&args.dir)?;
     let audit_mode = settings.mode == EnforcementMode::Audit;
+    let pin = settings.api_pin;
     let mut listen = vec![Listen::Tcp(
         args.listen.unwrap_or_else(|| config.listen_addr()),
     )];
@@ -94,14 +118,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    // `bind` asked the engine already; an engine that did not answer is asked again here.
+    let api = served(&handle, pin).await;
     eprintln!(
-        "vch-admin: VCH {} serves Docker API v{} on {} ({}), engine {}",
+        "vch-admin: VCH {} serves Docker API {} on {} ({}), engine {}",
         config.name,
-        vch_proxy::API_VERSION,
+        api.describe(),
         server.local_addrs().join(", "),
         config.tls.mode,
         config.docker_host
     );
+    for line in api.warnings(&config.docker_host) {
+        eprintln!("{line}");
+    }
     if audit_mode {
         eprintln!("{AUDIT_WARNING}");
     }
@@ -112,10 +141,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
                 _ = hangup.recv() => match load(&dir) {
-                    Ok((_, settings)) => {
+                    Ok((config, settings)) => {
                         let audit_mode = settings.mode == EnforcementMode::Audit;
+                        let pin = settings.api_pin;
                         handle.reload(settings);
-                        eprintln!("vch-admin: reloaded {}", dir.join(crate::config::CONFIG_FILE).display());
+                        // The pin may have changed, and the engine with it: ask again.
+                        let api = served(&handle, pin).await;
+                        eprintln!(
+                            "vch-admin: reloaded {}; serves Docker API {}",
+                            dir.join(crate::config::CONFIG_FILE).display(),
+                            api.describe()
+                        );
+                        for line in api.warnings(&config.docker_host) {
+                            eprintln!("{line}");
+                        }
                         if audit_mode {
                             eprintln!("{AUDIT_WARNING}");
                         }
@@ -130,6 +169,101 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     signals.abort();
     eprintln!("vch-admin: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The API versions a running server serves, for its stderr lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Served {
+    range: ApiRange,
+    /// `None`: the engine did not answer `/version`.
+    engine: Option<EngineApi>,
+    pin: Option<ApiVersion>,
+}
+
+/// How long the start and reload lines wait for the engine's `/version` (a SIGTERM waits
+/// behind it).
+const API_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the server for its range (it asks the engine when it does not know its versions yet).
+async fn served(handle: &Handle, pin: Option<ApiVersion>) -> Served {
+    let range = tokio::time::timeout(API_PROBE_TIMEOUT, handle.api_range())
+        .await
+        .unwrap_or_else(|_| ApiRange::new(handle.engine_api(), pin));
+    Served {
+        range,
+        engine: handle.engine_api(),
+        pin,
+    }
+}
+
+/// What to set on the engine so that it serves down to 1.24 again.
+const DAEMON_FIX: &str = "set DOCKER_MIN_API_VERSION=1.24 in dockerd's environment or \
+                          \"min-api-version\": \"1.24\" in /etc/docker/daemon.json and restart \
+                          dockerd";
+
+impl Served {
+    /// `1.24 to 1.41 (engine 1.12 to 1.41)`.
+    fn describe(&self) -> String {
+        let mut notes = Vec::new();
+        if let Some(pin) = self.pin {
+            notes.push(format!("pinned to {pin}"));
+        }
+        match self.engine {
+            Some(engine) => notes.push(format!("engine {} to {}", engine.min, engine.max)),
+            None => notes.push("engine not reachable yet".to_owned()),
+        }
+        let range = if self.range.is_empty() {
+            "none".to_owned()
+        } else {
+            self.range.to_string()
+        };
+        format!("{range} ({})", notes.join("; "))
+    }
+
+    /// The warning and error lines for an engine that narrows the range.
+    fn warnings(&self, docker_host: &str) -> Vec<String> {
+        let Some(engine) = self.engine else {
+            return vec![format!(
+                "vch-admin: warning: the Docker engine at {docker_host} did not answer /version; \
+                 the API versions served are settled when it first does"
+            )];
+        };
+        if self.range.is_empty() {
+            return vec![match self.pin {
+                Some(pin) if pin < engine.min => format!(
+                    "vch-admin: error: [api] version = \"{pin}\" is below the Docker engine's \
+                     minimum API version {}: every request will be refused; {DAEMON_FIX}, or \
+                     raise [api] version",
+                    engine.min
+                ),
+                _ => format!(
+                    "vch-admin: error: the Docker engine's minimum API version {} is above the \
+                     newest the proxy has been audited for ({AUDITED_API_VERSION}): every \
+                     request will be refused",
+                    engine.min
+                ),
+            }];
+        }
+        let mut lines = Vec::new();
+        if engine.min > MIN_API_VERSION {
+            lines.push(format!(
+                "vch-admin: warning: the Docker engine refuses API versions below {} (its \
+                 MinAPIVersion), so clients pinned lower, such as VIC mode's 1.25, are refused; \
+                 to serve from 1.24, {DAEMON_FIX}",
+                engine.min
+            ));
+        }
+        if let Some(pin) = self.pin.filter(|&p| p > self.range.ceiling) {
+            lines.push(format!(
+                "vch-admin: warning: [api] version = \"{pin}\" is above the newest version served \
+                 ({}, the Docker engine's): clients set to {pin} (DOCKER_API_VERSION in the env \
+                 file) are refused; lower [api] version and the env file's DOCKER_API_VERSION, \
+                 or upgrade the engine",
+                self.range.ceiling
+            ));
+        }
+        lines
+    }
 }
 
 /// The stderr line of a VCH in audit mode.
@@ -155,7 +289,9 @@ fn load(dir: &Path) -> anyhow::Result<(VchConfig, Settings)> {
         None => None,
     };
     let upstream = Upstream::parse(&config.docker_host, engine_tls)?;
-    let mut settings = Settings::new(upstream, Policy::empty()).with_rules(rules);
+    let mut settings = Settings::new(upstream, Policy::empty())
+        .with_rules(rules)
+        .with_api_version(config.api.version);
     let files = |what: &str, p: &Option<PathBuf>| {
         p.clone()
             .with_context(|| format!("tls mode {} needs a {what} file", config.tls.mode))
@@ -216,5 +352,110 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditLayer {
                 eprintln!("vch-admin: cannot write the audit log");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(minor: u16) -> ApiVersion {
+        ApiVersion::new(1, minor)
+    }
+
+    fn served(engine: Option<(u16, u16)>, pin: Option<u16>) -> Served {
+        let engine = engine.map(|(min, max)| EngineApi {
+            min: v(min),
+            max: v(max),
+        });
+        let pin = pin.map(v);
+        Served {
+            range: ApiRange::new(engine, pin),
+            engine,
+            pin,
+        }
+    }
+
+    #[test]
+    fn the_range_line_names_the_engine_and_the_pin() {
+        let docker_20_10 = Some((12, 41));
+        assert_eq!(
+            served(docker_20_10, None).describe(),
+            "1.24 to 1.41 (engine 1.12 to 1.41)"
+        );
+        assert_eq!(
+            served(docker_20_10, Some(25)).describe(),
+            "1.24 to 1.25 (pinned to 1.25; engine 1.12 to 1.41)"
+        );
+        assert_eq!(
+            served(None, None).describe(),
+            "1.24 to 1.55 (engine not reachable yet)"
+        );
+        assert_eq!(
+            served(Some((44, 52)), Some(25)).describe(),
+            "none (pinned to 1.25; engine 1.44 to 1.52)"
+        );
+    }
+
+    /// Rows: engine (min, max), pin, the start of each line printed.
+    #[test]
+    fn warnings_name_the_daemon_setting() {
+        let host = "unix:///var/run/docker.sock";
+        for (name, engine, pin, want) in [
+            ("20.10", Some((12, 41)), None, &[][..]),
+            ("20.10 pinned", Some((12, 41)), Some(25), &[]),
+            (
+                "29.0",
+                Some((44, 52)),
+                None,
+                &["vch-admin: warning: the Docker engine refuses API versions below 1.44"],
+            ),
+            (
+                "29.0 pinned to VIC",
+                Some((44, 52)),
+                Some(25),
+                &[
+                    "vch-admin: error: [api] version = \"1.25\" is below the Docker engine's minimum API version 1.44: every request will be refused",
+                ],
+            ),
+            (
+                "pin above the engine",
+                Some((12, 41)),
+                Some(44),
+                &[
+                    "vch-admin: warning: [api] version = \"1.44\" is above the newest version served (1.41",
+                ],
+            ),
+            (
+                "an engine newer than the audit",
+                Some((56, 60)),
+                None,
+                &[
+                    "vch-admin: error: the Docker engine's minimum API version 1.56 is above the newest",
+                ],
+            ),
+            (
+                "unreachable",
+                None,
+                None,
+                &[
+                    "vch-admin: warning: the Docker engine at unix:///var/run/docker.sock did not answer",
+                ],
+            ),
+        ] {
+            let lines = served(engine, pin).warnings(host);
+            assert_eq!(lines.len(), want.len(), "{name}: {lines:?}");
+            for (line, want) in lines.iter().zip(want) {
+                assert!(line.starts_with(want), "{name}: {line}");
+            }
+        }
+        let lines = served(Some((44, 52)), Some(25)).warnings(host);
+        assert!(
+            lines[0].contains(
+                "DOCKER_MIN_API_VERSION=1.24 in dockerd's environment or \"min-api-version\": \
+                 \"1.24\" in /etc/docker/daemon.json"
+            ),
+            "{lines:?}"
+        );
     }
 }

@@ -70,6 +70,11 @@ impl FromStr for TlsMode {
 /// |---|---|
 /// | [`TlsMode::TlsVerify`] | `DOCKER_HOST=tcp://ADDR:PORT`, `DOCKER_TLS_VERIFY=1`, `DOCKER_CERT_PATH=<absolute dir>`, `COMPOSE_TLS_VERSION=TLSv1_2` |
 /// | [`TlsMode::Tls`], [`TlsMode::None`] | `DOCKER_HOST=tcp://ADDR:PORT` only, as vic-machine writes it |
+/// | any, with [`DockerEnv::with_api_version`] | then `DOCKER_API_VERSION=1.25` |
+///
+/// `DOCKER_API_VERSION` makes the docker CLI (and docker-py, the Go SDK, compose) speak that
+/// version without negotiating: docker CLI 29 refuses to negotiate below its own floor (1.40 or
+/// 1.44), so an endpoint that serves no newer API than VIC's 1.25 needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerEnv {
     /// Host name or IP address clients dial.
@@ -80,6 +85,9 @@ pub struct DockerEnv {
     pub mode: TlsMode,
     /// The directory holding `ca.pem`, `cert.pem`, `key.pem`; made absolute by [`DockerEnv::new`].
     pub cert_path: PathBuf,
+    /// The Docker API version clients must speak (`1.25`), when the endpoint pins one; `None`
+    /// lets them negotiate.
+    pub api_version: Option<String>,
 }
 
 impl DockerEnv {
@@ -92,7 +100,15 @@ impl DockerEnv {
             port,
             mode,
             cert_path,
+            api_version: None,
         })
+    }
+
+    /// Adds `DOCKER_API_VERSION=version` (`1.25`). The caller checks that the endpoint serves
+    /// that version; [`DockerEnv::env_file`] refuses a value an env file cannot hold.
+    pub fn with_api_version(mut self, version: impl Into<String>) -> Self {
+        self.api_version = Some(version.into());
+        self
     }
 
     /// `tcp://HOST:PORT`, with an IPv6 host in brackets.
@@ -116,6 +132,9 @@ impl DockerEnv {
             vars.push(("DOCKER_TLS_VERIFY", "1".to_owned()));
             vars.push(("DOCKER_CERT_PATH", self.cert_path.display().to_string()));
             vars.push(("COMPOSE_TLS_VERSION", "TLSv1_2".to_owned()));
+        }
+        if let Some(version) = &self.api_version {
+            vars.push(("DOCKER_API_VERSION", version.clone()));
         }
         vars
     }
@@ -218,6 +237,39 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_api_version_is_in_every_format() {
+        for mode in [TlsMode::TlsVerify, TlsMode::Tls, TlsMode::None] {
+            let env = DockerEnv::new("10.0.0.5", 2376, mode, Path::new("/srv/vch"))
+                .unwrap()
+                .with_api_version("1.25");
+            let file = env.env_file().unwrap();
+            assert!(
+                file.starts_with("DOCKER_HOST=tcp://10.0.0.5:2376\n"),
+                "{file}"
+            );
+            assert!(file.ends_with("\nDOCKER_API_VERSION=1.25\n"), "{file}");
+            let exports = env.shell_exports();
+            assert!(
+                exports.ends_with("\nexport DOCKER_API_VERSION=1.25\n"),
+                "{exports}"
+            );
+            assert_eq!(file.lines().count(), exports.lines().count());
+        }
+        let unpinned = DockerEnv::new("h", 2376, TlsMode::TlsVerify, Path::new("/x")).unwrap();
+        assert!(!unpinned.env_file().unwrap().contains("DOCKER_API_VERSION"));
+        assert!(!unpinned.shell_exports().contains("DOCKER_API_VERSION"));
+        // A value the readers would disagree on is refused, as a path is.
+        let bad = unpinned.with_api_version("1.25 $x");
+        assert!(matches!(
+            bad.env_file(),
+            Err(Error::EnvValue {
+                key: "DOCKER_API_VERSION",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn relative_cert_path_becomes_absolute() {
         let env = DockerEnv::new("h", 2376, TlsMode::TlsVerify, Path::new("rel/dir")).unwrap();
         assert!(env.cert_path.is_absolute());
@@ -244,7 +296,9 @@ mod tests {
     #[test]
     fn env_file_reads_back_identically_in_sh() {
         let tmp = tempfile::tempdir().unwrap();
-        let env = DockerEnv::new("[fe80::1]", 2376, TlsMode::TlsVerify, tmp.path()).unwrap();
+        let env = DockerEnv::new("[fe80::1]", 2376, TlsMode::TlsVerify, tmp.path())
+            .unwrap()
+            .with_api_version("1.25");
         let file = tmp.path().join("x.env");
         std::fs::write(&file, env.env_file().unwrap()).unwrap();
         let out = std::process::Command::new("sh")

@@ -91,6 +91,8 @@ pub enum Gate {
     ServiceUpdate,
     /// `POST /build`: `remote=` here; the context itself is read by the build gate.
     Build,
+    /// `GET /distribution/{name}/json` (API 1.30): dockerd fetches the manifest from the registry.
+    Distribution,
     /// `POST /swarm/join`: a foreign manager's services would make this engine pull images that
     /// never pass this endpoint.
     SwarmJoin,
@@ -115,6 +117,7 @@ impl Gate {
             Gate::ServiceUpdate => "services/update",
             Gate::Build => "build",
             Gate::SwarmJoin => "swarm/join",
+            Gate::Distribution => "distribution",
             Gate::Auth => "auth",
         }
     }
@@ -150,11 +153,8 @@ impl Gate {
             Gate::PluginCreate => Ok(Ask::Unsourced(Unsourced::PluginCreate)),
             Gate::PluginPush => plugin_push(endpoint),
             Gate::ServiceCreate | Gate::ServiceUpdate => service(body),
-            Gate::Build => Ok(if form_get(form, "remote").is_empty() {
-                Ask::Nothing
-            } else {
-                Ask::Unsourced(Unsourced::BuildRemote)
-            }),
+            Gate::Build => Ok(build(form)),
+            Gate::Distribution => distribution(endpoint),
             Gate::SwarmJoin => Ok(Ask::Unsourced(Unsourced::SwarmJoin)),
             Gate::Auth => auth_registry(body)
                 .map(|registry| Ask::one(Action::Login, Subject::Registry(registry))),
@@ -165,6 +165,8 @@ impl Gate {
 /// What a request asks of the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ask {
+    /// A feature this endpoint does not serve, in any mode (400 with the reason).
+    Unsupported(&'static str),
     /// Each item must be allowed.
     Items(Vec<Item>),
     /// Content from no registry: refused in whitelist mode.
@@ -348,6 +350,37 @@ fn with_tag(name: &str, tag: &str) -> Result<ImageRef, String> {
         format!("{}:{tag}", named.name_str())
     };
     ImageRef::parse(&text).map_err(|e| e.to_string())
+}
+
+/// What BuildKit-only parameters get: the classic builder is the one whose pulls can be decided.
+pub const BUILDKIT_UNSUPPORTED: &str = "BuildKit is not available through this VCH: it serves the \
+    classic builder only, whose base images it can decide (set DOCKER_BUILDKIT=0, or use \
+    `docker build` without buildx)";
+
+/// `POST /build`: BuildKit (`version=2`, a `session`, a `buildid`, `outputs`) is refused in every
+/// mode, as `/session` and `/grpc` are; a `remote` context comes from no registry.
+fn build(form: &[(String, String)]) -> Ask {
+    let buildkit = form_get(form, "version") == "2"
+        || ["session", "buildid", "outputs"]
+            .iter()
+            .any(|key| !form_get(form, key).is_empty());
+    if buildkit {
+        Ask::Unsupported(BUILDKIT_UNSUPPORTED)
+    } else if form_get(form, "remote").is_empty() {
+        Ask::Nothing
+    } else {
+        Ask::Unsourced(Unsourced::BuildRemote)
+    }
+}
+
+/// `GET /distribution/{name}/json`: the registry of `{name}` is asked for its manifest.
+fn distribution(endpoint: &str) -> Result<Ask, String> {
+    let name = endpoint
+        .strip_prefix("/distribution/")
+        .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/json"))
+        .ok_or_else(|| format!("no image name in {endpoint:?}"))?;
+    let image = ImageRef::parse(name).map_err(|e| e.to_string())?;
+    Ok(Ask::one(Action::Pull, Subject::Image(image)))
 }
 
 /// `POST /images/{name}/push?tag=`: the repository pushed to.
@@ -561,6 +594,22 @@ mod tests {
             [(Action::Push, "reg.x:5000/p:1".to_owned())]
         );
         assert_eq!(
+            items(ask(
+                Gate::Distribution,
+                "/distribution/reg.x:5000/a/b:1/json",
+                ""
+            )),
+            [(Action::Pull, "reg.x:5000/a/b:1".to_owned())]
+        );
+        assert!(
+            ask(
+                Gate::Distribution,
+                &format!("/distribution/{}/json", "a".repeat(64)),
+                ""
+            )
+            .is_err()
+        );
+        assert_eq!(
             ask(Gate::PluginPush, "/plugins/0123abcd/push", ""),
             Ok(Ask::Unsourced(Unsourced::PluginPushById))
         );
@@ -615,7 +664,23 @@ mod tests {
             unsourced(Gate::Build, "/build?remote=https://github.com/x/y.git", ""),
             Unsourced::BuildRemote
         );
-        assert_eq!(ask(Gate::Build, "/build?t=x", ""), Ok(Ask::Nothing));
+        assert_eq!(
+            ask(Gate::Build, "/build?t=x&version=1", ""),
+            Ok(Ask::Nothing)
+        );
+        for buildkit in [
+            "version=2",
+            "session=abc",
+            "buildid=upload-request:x",
+            "outputs=%5B%7B%22Type%22%3A%22image%22%7D%5D",
+            "version=2&remote=client-session",
+        ] {
+            assert_eq!(
+                ask(Gate::Build, &format!("/build?{buildkit}"), ""),
+                Ok(Ask::Unsupported(BUILDKIT_UNSUPPORTED)),
+                "{buildkit}"
+            );
+        }
         assert_eq!(
             unsourced(Gate::SwarmJoin, "/swarm/join", "{}"),
             Unsourced::SwarmJoin

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod api;
 mod audit;
 mod engine;
 mod error;
@@ -20,18 +21,19 @@ mod upstream;
 // The API.
 pub use crate::audit::{AUDIT_TARGET, Peer};
 // For the fuzz targets: how request bodies and dockerd's answers are read.
+pub use crate::api::{
+    AUDITED_API_VERSION, ApiRange, EngineApi, MIN_API_VERSION, VIC_API_VERSION, probe_engine,
+};
 #[doc(hidden)]
 pub use crate::engine::{ChunkedDecoder, Framing, ResponseHead, dechunk, parse_response_head};
 pub use crate::error::Error;
 pub use crate::gate::{
-    Action, Ask, Gate, ImagesCreate, Item, Subject, Unsourced, auth_registry, form_get,
-    images_create, parse_query, search_registry,
+    Action, Ask, BUILDKIT_UNSUPPORTED, Gate, ImagesCreate, Item, Subject, Unsourced, auth_registry,
+    form_get, images_create, parse_query, search_registry,
 };
 #[doc(hidden)]
 pub use crate::gojson::check_invariants as go_json_check;
-pub use crate::route::{
-    API_VERSION, ApiVersion, Kind, MIN_API_VERSION, Refusal, Routed, percent_decode, route,
-};
+pub use crate::route::{ApiVersion, Kind, Refusal, Routed, percent_decode, route, route_in};
 pub use crate::server::{Handle, Listen, Options, Server};
 pub use crate::settings::{Settings, server_tls};
 pub use crate::upstream::Upstream;

@@ -19,16 +19,17 @@
 //!   exit closes the client (`docker_cli::*`: `echo data | docker run -i img cat` ends by itself).
 //!   The legacy hijack without an `Upgrade` header (before Docker 1.x clients upgraded) is
 //!   forwarded as an ordinary response and is not spliced; every docker CLI since 1.12 upgrades.
-//! - **API 1.25 everywhere**: every response's `Api-Version` header says 1.25 (the CLI negotiates
-//!   down to it from `/_ping`), `/version` reports 1.25, unversioned paths are forwarded as
-//!   `/v1.25/…` (never served as the daemon's newest version), and `Builder-Version` is 1 because
-//!   BuildKit's `/session` and `/grpc` are not in the v1.25 API.
+//! - **One API range** (see "API versions" below): every response's `Api-Version` header says the
+//!   ceiling (the CLI negotiates down to it from `/_ping`), `/version` reports the ceiling and the
+//!   floor, unversioned paths are forwarded as `/v<ceiling>/…` (never served as the daemon's
+//!   newest version, which the gate may not have been audited for), and `Builder-Version` is 1
+//!   because BuildKit's `/session` and `/grpc` are refused.
 //!
 //! # Refusals
 //!
 //! | request | answer | why | test |
 //! |---|---|---|---|
-//! | `/v1.41/…` | 400, Docker's text `client version 1.41 is too new. Maximum supported API version is 1.25` | the CLI then knows to negotiate | `wire::refusals_are_docker_shaped` |
+//! | `/v1.42/…` against a 1.41 engine | 400, Docker's text `client version 1.42 is too new. Maximum supported API version is 1.41` | the CLI then knows to negotiate | `wire::refusals_are_docker_shaped`, `versions::*` |
 //! | a route not in v1.25 (`/session`, `/grpc`, `/distribution`, `/configs`, …) | 404 JSON | never forward what this VCH does not vouch for | same |
 //! | `Upgrade: h2c`, HTTP/2 prior knowledge | 400 / connection error; TLS offers ALPN `http/1.1` only | one protocol to reason about | same |
 //! | a plain-HTTP client on a TLS port | Go's answer, `Client sent an HTTP request to an HTTPS server.` | the CLI's error names the problem | `docker_cli::mutual_tls_refuses_clients_without_the_right_certificate` |
@@ -86,6 +87,45 @@
 //! body) is read by the build gate of its own issue; until then a classic build can still pull
 //! its base images. `POST /services/{id}/update?rollback=previous` redeploys the previous spec,
 //! which was decided when it was created or updated, not again against a narrowed whitelist.
+//!
+//! # API versions
+//!
+//! The endpoint accepts `/v1.24` up to a ceiling, the lowest of the engine's own `ApiVersion`
+//! (asked at start, after a reload and after the engine was unreachable), the highest version
+//! the gate has been audited for (`AUDITED_API_VERSION`, 1.55), and an optional pin
+//! (`[api] version`, VIC's 1.25). The floor is the higher of 1.24 and the engine's
+//! `MinAPIVersion`. A request keeps the version it asked for; an unversioned one is served at
+//! the ceiling. docker CLI 29 (floor 1.40 or 1.44) refuses to negotiate below its floor, so a
+//! 1.25-only endpoint failed its first command; pinned to 1.25, the env file carries
+//! `DOCKER_API_VERSION=1.25`, which every CLI honours.
+//!
+//! The audit (moby's `api/docs/CHANGELOG.md` and routers, dockerd 20.10.24's source and live
+//! probes; dockerd 20.10 serves every route at every version, so the version a route was added
+//! in is enforced here, not by the daemon):
+//!
+//! | since | route or parameter | here |
+//! |---|---|---|
+//! | 1.24/1.25 | the routes of Docker 1.13 | the route table; policed routes as above |
+//! | 1.26 | `POST /plugins/{name}/upgrade` (`remote`) | decided as a pull, at every version (dockerd 20.10 serves it at every version) |
+//! | 1.29 | `GET /tasks/{id}/logs` | forwarded from 1.29 |
+//! | 1.30 | `GET /distribution/{name}/json` | decided as a pull: dockerd asks the registry for the manifest |
+//! | 1.30 | `/configs` (list, create, inspect, delete, update) | forwarded from 1.30: data, no image |
+//! | 1.31 | `POST /build/prune` | forwarded from 1.31 |
+//! | 1.31 | `TaskTemplate.PluginSpec`, `Runtime` in services | refused in whitelist mode (see above) |
+//! | 1.31/1.38 | `/session`, `/grpc`, `POST /build?session=`, `?version=2`, `?buildid=` | refused at every version: BuildKit resolves and pulls `FROM`, `# syntax=` frontends and registry caches inside the daemon, where nothing can decide them |
+//! | 1.32 | `platform` on `images/create` and `build` | a selector inside the decided repository: nothing to decide |
+//! | 1.40 | `POST /build?outputs=` | refused (BuildKit exporters; `type=image,push=true` pushes on 29.x) |
+//! | 1.41 | `platform` on `containers/create` | a local image: not decided, as `Image` |
+//! | 1.42 | `PUT /volumes/{name}` (cluster volumes) | forwarded from 1.42: an installed CSI plugin, no image |
+//! | 1.46 | `platform` on `images/{name}/push` | the destination is still `{name}`: decided as a push |
+//! | 1.48 | `platform` on `images/load` and `images/{name}/get` | load is refused in whitelist mode; get goes to the client only |
+//! | 1.48 | `Mounts[].Type = "image"` in container create | a local image (the daemon does not pull it): not decided, as `Image` |
+//! | 1.48 | `/v<version>/debug/…` | refused (as unversioned `/debug/…`) |
+//! | 1.55 | `GET /images/{name}/attestations` | forwarded from 1.55: local blobs |
+//! | any | HTTP/2 gRPC on the API socket (dockerd 29.2+, `application/grpc` over HTTP/2 only) | the listener speaks HTTP/1.1 only and refuses `Upgrade: h2c` and the HTTP/2 preface; the engine connection is HTTP/1.1 |
+//!
+//! Not verified on a running 29.x daemon (this machine has 20.10): whether `POST
+//! /containers/create` can pull, and whether image mounts can (both believed not).
 //!
 //! # Robustness
 //!

@@ -115,6 +115,19 @@ async fn decide(
 ) -> Option<Response<Body>> {
     let mut verdicts: Vec<(Verdict, Option<String>)> = match ask {
         Ask::Nothing => return None,
+        Ask::Unsupported(reason) => {
+            audit.set_policy(PolicyRecord {
+                route: gate.name(),
+                mode: settings.mode.as_str(),
+                verdict: Verdict {
+                    action: "unsupported",
+                    decision: (*reason).to_owned(),
+                    ..Verdict::default()
+                },
+                ..PolicyRecord::default()
+            });
+            return Some(docker_error(StatusCode::BAD_REQUEST, reason));
+        }
         Ask::Unsourced(unsourced) => {
             let restricted = match unsourced {
                 Unsourced::PluginPushById => {

@@ -1,19 +1,10 @@
-//! The Docker Engine API v1.25 route table, API-version handling and request classification.
+//! The Docker Engine API route table (v1.24 to the audited ceiling), API-version handling and
+//! request classification.
 
 use hyper::Method;
 
+use crate::api::ApiRange;
 use crate::gate::Gate;
-
-/// The API version this endpoint speaks.
-pub const API_VERSION: ApiVersion = ApiVersion {
-    major: 1,
-    minor: 25,
-};
-/// The oldest version dockerd 20.10 accepts; older requests are refused as it would.
-pub const MIN_API_VERSION: ApiVersion = ApiVersion {
-    major: 1,
-    minor: 12,
-};
 
 /// A Docker API version (`1.25`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,6 +16,11 @@ pub struct ApiVersion {
 }
 
 impl ApiVersion {
+    /// `major.minor`.
+    pub const fn new(major: u16, minor: u16) -> Self {
+        ApiVersion { major, minor }
+    }
+
     /// Parses `1.25` (or `1`).
     pub fn parse(s: &str) -> Option<Self> {
         let (major, minor) = s.split_once('.').unwrap_or((s, "0"));
@@ -66,7 +62,7 @@ pub enum Kind {
 /// A routed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {
-    /// The version the client asked for, or 1.25 for unversioned paths.
+    /// The version the client asked for, or the ceiling for unversioned paths.
     pub version: ApiVersion,
     /// Whether the path carried a version prefix.
     pub versioned: bool,
@@ -79,12 +75,22 @@ pub struct Routed {
 /// Why a request is refused before reaching dockerd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The client asked for a newer API than 1.25 (400, Docker's own text).
-    TooNew(ApiVersion),
-    /// The client asked for an API older than dockerd supports (400, Docker's own text).
-    TooOld(ApiVersion),
-    /// Not a v1.25 route (404).
-    NotFound,
+    /// The client asked for a version above the ceiling (400, Docker's own text).
+    TooNew {
+        /// The version asked for.
+        version: ApiVersion,
+        /// The ceiling.
+        ceiling: ApiVersion,
+    },
+    /// The client asked for a version below the floor (400, Docker's own text).
+    TooOld {
+        /// The version asked for.
+        version: ApiVersion,
+        /// The floor.
+        floor: ApiVersion,
+    },
+    /// Not a route of the API version asked for (404).
+    NotFound(ApiVersion),
     /// A path that is not in canonical form (`//`, `.`/`..` segments, bad escapes) (400).
     BadPath,
 }
@@ -93,22 +99,22 @@ impl Refusal {
     /// The status code Docker would use.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::TooNew(_) | Refusal::TooOld(_) | Refusal::BadPath => 400,
-            Refusal::NotFound => 404,
+            Refusal::TooNew { .. } | Refusal::TooOld { .. } | Refusal::BadPath => 400,
+            Refusal::NotFound(_) => 404,
         }
     }
 
     /// The message for the JSON body.
     pub fn message(&self, method: &Method, path: &str) -> String {
         match self {
-            Refusal::TooNew(v) => format!(
-                "client version {v} is too new. Maximum supported API version is {API_VERSION}"
+            Refusal::TooNew { version, ceiling } => format!(
+                "client version {version} is too new. Maximum supported API version is {ceiling}"
             ),
-            Refusal::TooOld(v) => format!(
-                "client version {v} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+            Refusal::TooOld { version, floor } => format!(
+                "client version {version} is too old. Minimum supported API version is {floor}, please upgrade your client to a newer version"
             ),
-            Refusal::NotFound => {
-                format!("page not found: {method} {path} is not part of Docker API v{API_VERSION}")
+            Refusal::NotFound(version) => {
+                format!("page not found: {method} {path} is not part of Docker API v{version}")
             }
             Refusal::BadPath => format!("invalid request path {path:?}"),
         }
@@ -127,9 +133,8 @@ enum Seg {
 
 use Seg::{Lit, Many, One};
 
-/// (methods, pattern, kind). The v1.25 API as documented for Docker 1.13, including swarm,
-/// plugins and secrets; nothing added in later versions (`/session`, `/grpc`, `/distribution`,
-/// `/configs`, `/build/prune`, …).
+/// (methods, pattern, kind): the routes of every accepted version, the v1.24/v1.25 API as
+/// documented for Docker 1.13 (swarm, plugins, secrets). Routes added later are in [`LATER`].
 const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
     (&["GET", "HEAD"], &[Lit("_ping")], Kind::Ping),
     (&["GET"], &[Lit("version")], Kind::Version),
@@ -377,13 +382,79 @@ const ROUTES: &[(&[&str], &[Seg], Kind)] = &[
     (&["DELETE"], &[Lit("plugins"), Many], Kind::Other),
 ];
 
-/// Routes a request: version prefix, canonical path check, v1.25 route table.
+/// (since, methods, pattern, kind): routes added after v1.25, served from the version that added
+/// them (moby's `api/docs/CHANGELOG.md`; the audit is in the manual). BuildKit's `/session` and
+/// `/grpc`, `/build/cancel`, checkpoints and `/debug` are in neither table: refused at every
+/// version.
+const LATER: &[(ApiVersion, &[&str], &[Seg], Kind)] = &[
+    (
+        ApiVersion::new(1, 29),
+        &["GET"],
+        &[Lit("tasks"), One, Lit("logs")],
+        Kind::Other,
+    ),
+    (
+        ApiVersion::new(1, 30),
+        &["GET"],
+        &[Lit("distribution"), Many, Lit("json")],
+        Kind::Policed(Gate::Distribution),
+    ),
+    (
+        ApiVersion::new(1, 30),
+        &["GET"],
+        &[Lit("configs")],
+        Kind::Other,
+    ),
+    (
+        ApiVersion::new(1, 30),
+        &["POST"],
+        &[Lit("configs"), Lit("create")],
+        Kind::Other,
+    ),
+    (
+        ApiVersion::new(1, 30),
+        &["GET", "DELETE"],
+        &[Lit("configs"), One],
+        Kind::Other,
+    ),
+    (
+        ApiVersion::new(1, 30),
+        &["POST"],
+        &[Lit("configs"), One, Lit("update")],
+        Kind::Other,
+    ),
+    (
+        ApiVersion::new(1, 31),
+        &["POST"],
+        &[Lit("build"), Lit("prune")],
+        Kind::Other,
+    ),
+    (
+        ApiVersion::new(1, 42),
+        &["PUT"],
+        &[Lit("volumes"), One],
+        Kind::Other,
+    ),
+    (
+        ApiVersion::new(1, 55),
+        &["GET"],
+        &[Lit("images"), Many, Lit("attestations")],
+        Kind::Other,
+    ),
+];
+
+/// Routes a request against every audited version (see [`route_in`]).
+pub fn route(method: &Method, path: &str) -> Result<Routed, Refusal> {
+    route_in(method, path, ApiRange::audited())
+}
+
+/// Routes a request: version prefix within `range`, canonical path check, route table.
 ///
 /// `path` is the raw request path (percent-encoded, without the query). It is decoded the way
 /// Go's `net/url` does before matching, as dockerd matches decoded paths; a path that is not
 /// canonical is refused rather than guessed at, so this router and dockerd's can never disagree
 /// about which endpoint a request reaches.
-pub fn route(method: &Method, path: &str) -> Result<Routed, Refusal> {
+pub fn route_in(method: &Method, path: &str, range: ApiRange) -> Result<Routed, Refusal> {
     let decoded = percent_decode(path).ok_or(Refusal::BadPath)?;
     if !decoded.starts_with('/')
         || decoded.contains("//")
@@ -397,23 +468,36 @@ pub fn route(method: &Method, path: &str) -> Result<Routed, Refusal> {
         ApiVersion::parse(v).map(|v| (v, tail))
     }) {
         Some((v, tail)) => (v, true, format!("/{tail}")),
-        None => (API_VERSION, false, decoded),
+        None => (range.ceiling, false, decoded),
     };
-    if version > API_VERSION {
-        return Err(Refusal::TooNew(version));
+    if version > range.ceiling {
+        return Err(Refusal::TooNew {
+            version,
+            ceiling: range.ceiling,
+        });
     }
-    if version < MIN_API_VERSION {
-        return Err(Refusal::TooOld(version));
+    if version < range.floor {
+        return Err(Refusal::TooOld {
+            version,
+            floor: range.floor,
+        });
     }
     let trimmed = endpoint.strip_suffix('/').unwrap_or(&endpoint);
     let segments: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
+    let found = |methods: &[&str], pattern: &[Seg]| {
+        methods.contains(&method.as_str()) && matches_pattern(pattern, &segments)
+    };
     let kind = ROUTES
         .iter()
-        .find(|(methods, pattern, _)| {
-            methods.contains(&method.as_str()) && matches_pattern(pattern, &segments)
-        })
+        .find(|(methods, pattern, _)| found(methods, pattern))
         .map(|(_, _, kind)| *kind)
-        .ok_or(Refusal::NotFound)?;
+        .or_else(|| {
+            LATER
+                .iter()
+                .find(|(since, methods, pattern, _)| version >= *since && found(methods, pattern))
+                .map(|(_, _, _, kind)| *kind)
+        })
+        .ok_or(Refusal::NotFound(version))?;
     Ok(Routed {
         version,
         versioned,
@@ -480,7 +564,8 @@ mod tests {
 
     #[test]
     fn patterns_have_at_most_one_many() {
-        for (_, pattern, _) in ROUTES {
+        let later = LATER.iter().map(|(_, _, pattern, _)| pattern);
+        for pattern in ROUTES.iter().map(|(_, pattern, _)| pattern).chain(later) {
             assert!(pattern.iter().filter(|p| matches!(p, Many)).count() <= 1);
         }
     }
@@ -503,47 +588,102 @@ mod tests {
         route(&Method::from_bytes(method.as_bytes()).unwrap(), path)
     }
 
+    fn v(minor: u16) -> ApiVersion {
+        ApiVersion::new(1, minor)
+    }
+
     #[test]
     fn versions() {
-        let ok = r("GET", "/v1.25/containers/json").unwrap();
+        let in_range = |method: &str, path: &str, floor: u16, ceiling: u16| {
+            let range = ApiRange {
+                floor: v(floor),
+                ceiling: v(ceiling),
+            };
+            route_in(&Method::from_bytes(method.as_bytes()).unwrap(), path, range)
+        };
+        let ok = in_range("GET", "/v1.25/containers/json", 24, 41).unwrap();
         assert_eq!(
             (ok.version, ok.versioned, ok.endpoint.as_str()),
-            (API_VERSION, true, "/containers/json")
+            (v(25), true, "/containers/json")
         );
-        let ok = r("GET", "/containers/json").unwrap();
-        assert_eq!((ok.version, ok.versioned), (API_VERSION, false));
+        // Unversioned paths are the ceiling.
+        let ok = in_range("GET", "/containers/json", 24, 41).unwrap();
+        assert_eq!((ok.version, ok.versioned), (v(41), false));
         assert_eq!(
-            r("GET", "/v1.24/info").unwrap().version,
-            ApiVersion {
-                major: 1,
-                minor: 24
-            }
+            in_range("GET", "/v1.24/info", 24, 41).unwrap().version,
+            v(24)
         );
         assert_eq!(
-            r("GET", "/v1.41/info"),
-            Err(Refusal::TooNew(ApiVersion {
-                major: 1,
-                minor: 41
-            }))
-        );
-        assert_eq!(
-            r("GET", "/v2.0/info"),
-            Err(Refusal::TooNew(ApiVersion { major: 2, minor: 0 }))
-        );
-        assert_eq!(
-            r("GET", "/v1.11/info"),
-            Err(Refusal::TooOld(ApiVersion {
-                major: 1,
-                minor: 11
-            }))
-        );
-        assert_eq!(
-            Refusal::TooNew(ApiVersion {
-                major: 1,
-                minor: 41
+            in_range("GET", "/v1.42/info", 24, 41),
+            Err(Refusal::TooNew {
+                version: v(42),
+                ceiling: v(41)
             })
+        );
+        assert_eq!(
+            in_range("GET", "/v2.0/info", 24, 41),
+            Err(Refusal::TooNew {
+                version: ApiVersion::new(2, 0),
+                ceiling: v(41)
+            })
+        );
+        assert_eq!(
+            in_range("GET", "/v1.23/info", 24, 41),
+            Err(Refusal::TooOld {
+                version: v(23),
+                floor: v(24)
+            })
+        );
+        assert_eq!(
+            in_range("GET", "/v1.43/info", 44, 55),
+            Err(Refusal::TooOld {
+                version: v(43),
+                floor: v(44)
+            })
+        );
+        assert_eq!(
+            Refusal::TooNew {
+                version: v(55),
+                ceiling: v(41)
+            }
             .message(&Method::GET, "/"),
-            "client version 1.41 is too new. Maximum supported API version is 1.25"
+            "client version 1.55 is too new. Maximum supported API version is 1.41"
+        );
+        assert_eq!(
+            Refusal::TooOld {
+                version: v(11),
+                floor: v(24)
+            }
+            .message(&Method::GET, "/"),
+            "client version 1.11 is too old. Minimum supported API version is 1.24, please upgrade your client to a newer version"
+        );
+        // A route added later is served from its version on, and unversioned at a ceiling
+        // that has it.
+        assert_eq!(
+            in_range("GET", "/v1.29/configs", 24, 41),
+            Err(Refusal::NotFound(v(29)))
+        );
+        assert_eq!(
+            in_range("GET", "/v1.30/configs", 24, 41).unwrap().kind,
+            Kind::Other
+        );
+        assert_eq!(
+            in_range("GET", "/configs", 24, 25),
+            Err(Refusal::NotFound(v(25)))
+        );
+        assert_eq!(
+            in_range("GET", "/distribution/reg.x/a/json", 24, 41)
+                .unwrap()
+                .kind,
+            Kind::Policed(Gate::Distribution)
+        );
+        assert_eq!(
+            in_range("PUT", "/v1.41/volumes/x", 24, 41),
+            Err(Refusal::NotFound(v(41)))
+        );
+        assert_eq!(
+            in_range("PUT", "/v1.42/volumes/x", 24, 55).unwrap().kind,
+            Kind::Other
         );
     }
 
@@ -590,16 +730,36 @@ mod tests {
     #[test]
     fn newer_routes_and_odd_paths_are_refused() {
         for (m, p) in [
-            ("POST", "/v1.25/session"),
-            ("POST", "/grpc"),
             ("GET", "/v1.25/distribution/busybox/json"),
             ("GET", "/v1.25/configs"),
             ("POST", "/v1.25/build/prune"),
             ("GET", "/v1.25/containers/create"),
             ("PATCH", "/v1.25/containers/json"),
-            ("GET", "/"),
+            ("GET", "/v1.25/"),
         ] {
-            assert_eq!(r(m, p), Err(Refusal::NotFound), "{m} {p}");
+            assert_eq!(r(m, p), Err(Refusal::NotFound(v(25))), "{m} {p}");
+        }
+        // BuildKit's doors and the debug endpoints: at every version, and unversioned.
+        for (m, p) in [
+            ("POST", "/session"),
+            ("POST", "/grpc"),
+            ("POST", "/build/cancel"),
+            ("GET", "/debug/vars"),
+            ("GET", "/debug/pprof/"),
+            ("OPTIONS", "/_ping"),
+        ] {
+            assert!(
+                matches!(r(m, p), Err(Refusal::NotFound(_))),
+                "{m} {p} unversioned"
+            );
+            for minor in [24, 25, 31, 41, 44, 55] {
+                let versioned = format!("/v1.{minor}{p}");
+                assert_eq!(
+                    r(m, &versioned),
+                    Err(Refusal::NotFound(v(minor))),
+                    "{m} {versioned}"
+                );
+            }
         }
         for p in [
             "//images/create",

@@ -15,8 +15,10 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::Error;
+use crate::api::{ApiRange, ApiView, EngineApi, ProbeError, probe_engine};
 use crate::audit::{Deferred, Peer};
 use crate::io::{EmitAfterFlush, Stream};
+use crate::route::ApiVersion;
 use crate::service::Conn;
 use crate::settings::Settings;
 
@@ -62,6 +64,11 @@ impl Default for Options {
 /// State shared by every connection: the current settings and the live-connection count.
 pub(crate) struct Shared {
     settings: RwLock<Arc<Settings>>,
+    /// The versions served, from the engine's `/version` (probed again after a reload or a
+    /// failed connection to the engine).
+    api: RwLock<Arc<ApiView>>,
+    /// One probe at a time.
+    probing: tokio::sync::Mutex<()>,
     live: AtomicUsize,
     drained: Notify,
 }
@@ -69,6 +76,61 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn settings(&self) -> Arc<Settings> {
         Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The versions served. While the engine's are not known, asks it first (a failure leaves
+    /// the audited range, and the request then fails reaching the engine anyway).
+    pub(crate) async fn api(&self, settings: &Settings) -> Arc<ApiView> {
+        let view = self.current_api();
+        if view.asked {
+            return view;
+        }
+        let _one = self.probing.lock().await;
+        let view = self.current_api();
+        if view.asked {
+            return view;
+        }
+        match probe_engine(&settings.upstream).await {
+            Ok(engine) => self.set_api(Some(engine), settings.api_pin, true),
+            Err(ProbeError::Unusable(e)) => {
+                tracing::warn!(error = %e, "the engine's API versions are unknown: serving the audited range");
+                self.set_api(None, settings.api_pin, true)
+            }
+            Err(ProbeError::Unreachable(e)) => {
+                tracing::debug!(error = %e, "the engine's API versions are not known yet");
+                view
+            }
+        }
+    }
+
+    fn current_api(&self) -> Arc<ApiView> {
+        Arc::clone(&self.api.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set_api(
+        &self,
+        engine: Option<EngineApi>,
+        pin: Option<ApiVersion>,
+        asked: bool,
+    ) -> Arc<ApiView> {
+        let view = Arc::new(ApiView::new(ApiRange::new(engine, pin), engine, asked));
+        if let Some(engine) = engine {
+            tracing::info!(
+                engine_max = %engine.max,
+                engine_min = %engine.min,
+                range = %view.range,
+                "API versions served"
+            );
+        }
+        *self.api.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&view);
+        view
+    }
+
+    /// Forgets the engine's versions: the next request asks again (the engine may have been
+    /// replaced by another version while it was unreachable).
+    pub(crate) fn forget_engine_api(&self) {
+        let pin = self.settings().api_pin;
+        self.set_api(None, pin, false);
     }
 }
 
@@ -98,14 +160,28 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Replaces the settings; live connections are not dropped.
+    /// Replaces the settings; live connections are not dropped. The engine's API versions are
+    /// asked again by the next request.
     pub fn reload(&self, settings: Settings) {
+        let pin = settings.api_pin;
         *self
             .shared
             .settings
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        self.shared.set_api(None, pin, false);
         tracing::info!("settings reloaded");
+    }
+
+    /// The API versions served now, asking the engine if they are not known.
+    pub async fn api_range(&self) -> ApiRange {
+        let settings = self.shared.settings();
+        self.shared.api(&settings).await.range
+    }
+
+    /// The engine's own API versions, when known.
+    pub fn engine_api(&self) -> Option<EngineApi> {
+        self.shared.current_api().engine
     }
 
     /// Stops accepting, lets open requests finish (up to the grace period), then returns from
@@ -174,13 +250,25 @@ impl Server {
             });
         }
         let (shutdown, _) = watch::channel(false);
+        let pin = settings.api_pin;
+        let shared = Arc::new(Shared {
+            settings: RwLock::new(Arc::new(settings)),
+            api: RwLock::new(Arc::new(ApiView::new(
+                ApiRange::new(None, pin),
+                None,
+                false,
+            ))),
+            probing: tokio::sync::Mutex::new(()),
+            live: AtomicUsize::new(0),
+            drained: Notify::new(),
+        });
+        // Ask the engine for its versions now, so the first client is served the right range;
+        // an engine that does not answer yet is asked again by the first request.
+        let settings = shared.settings();
+        shared.api(&settings).await;
         Ok(Server {
             listeners,
-            shared: Arc::new(Shared {
-                settings: RwLock::new(Arc::new(settings)),
-                live: AtomicUsize::new(0),
-                drained: Notify::new(),
-            }),
+            shared,
             options: Arc::new(Options {
                 max_header_bytes: options.max_header_bytes.max(8192),
                 ..options

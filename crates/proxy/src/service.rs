@@ -12,12 +12,13 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::task::AbortHandle;
 
+use crate::api::{ApiRange, ApiView};
 use crate::audit::{Audit, AuditGuard, Counted, Deferred, Peer};
 use crate::engine::{self, EngineConn, Slot};
 use crate::error::docker_error;
 use crate::info;
 use crate::police::{self, Forwarded, Policed};
-use crate::route::{self, API_VERSION, Kind, Routed};
+use crate::route::{self, Kind, Routed};
 use crate::server::Shared;
 use crate::settings::Settings;
 
@@ -32,9 +33,6 @@ pub(crate) fn body_error(e: hyper::Error) -> std::io::Error {
 
 /// A `/version` or `/info` answer is read whole to rewrite it.
 const MAX_REWRITTEN_BODY: usize = 1024 * 1024;
-
-/// The prefix of unversioned paths when forwarded: `/v` and [`API_VERSION`].
-const VERSION_PREFIX: &str = "/v1.25";
 
 /// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -89,9 +87,14 @@ impl Conn {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let settings = self.shared.settings();
+        let api = self.shared.api(&settings).await;
         let audit = Audit::new(Arc::clone(&self.peer), req.method(), req.uri());
         let guard = AuditGuard::deferred(Arc::clone(&audit), Arc::clone(&self.deferred));
-        let (response, splice) = self.respond(&settings, req, &audit).await;
+        let (mut response, splice) = self.respond(&settings, &api, req, &audit).await;
+        // The endpoint's own answers (refusals, errors) say its version too, as dockerd's do.
+        response
+            .headers_mut()
+            .insert(API_VERSION_HEADER, api.header.clone());
         audit.set_status(response.status().as_u16());
         // The record is written once the end of the response is flushed to the client, or when
         // the hijacked stream closes.
@@ -107,6 +110,7 @@ impl Conn {
     async fn respond(
         &self,
         settings: &Settings,
+        api: &ApiView,
         mut req: Request<Incoming>,
         audit: &Arc<Audit>,
     ) -> (Response<Body>, Option<Splice>) {
@@ -119,7 +123,7 @@ impl Conn {
         if let Some(message) = ambiguous_framing(req.headers()) {
             return (docker_error(StatusCode::BAD_REQUEST, message), None);
         }
-        let routed = match route::route(req.method(), req.uri().path()) {
+        let routed = match route::route_in(req.method(), req.uri().path(), api.range) {
             Ok(routed) => routed,
             Err(refusal) => {
                 let status =
@@ -159,13 +163,18 @@ impl Conn {
                 .map_err(body_error)
                 .boxed(),
         };
-        self.forward(settings, &routed, parts, body, client_upgrade, audit)
+        self.forward(settings, api, &routed, parts, body, client_upgrade, audit)
             .await
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one exchange's parts, passed once"
+    )]
     async fn forward(
         &self,
         settings: &Settings,
+        api: &ApiView,
         routed: &Routed,
         parts: hyper::http::request::Parts,
         body: Body,
@@ -173,7 +182,8 @@ impl Conn {
         audit: &Arc<Audit>,
     ) -> (Response<Body>, Option<Splice>) {
         // The client's request head is reused: only the hop-by-hop headers go, and unversioned
-        // paths get the 1.25 prefix (they are served as 1.25, never as the daemon's newest).
+        // paths get the ceiling's prefix (they are served at the ceiling, never at the daemon's
+        // newest, which the gate may not have been audited for).
         // `/_ping` is the exception: its answer is the same at every version but for the
         // `Api-Version` header, which is rewritten anyway, and dockerd answers the unversioned
         // path sooner (it skips its versioned route's pattern; about 4 µs a ping in the bench),
@@ -188,7 +198,7 @@ impl Conn {
             uri
         } else {
             let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-            match Uri::try_from(format!("{VERSION_PREFIX}{path_and_query}")) {
+            match Uri::try_from(format!("{}{path_and_query}", api.prefix)) {
                 Ok(uri) => uri,
                 Err(e) => {
                     let message = format!("cannot forward the request: {e}");
@@ -230,7 +240,7 @@ impl Conn {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
                 headers.insert(header::UPGRADE, upgrade.clone());
             }
-            rewrite_api_headers(reply.headers_mut());
+            rewrite_api_headers(reply.headers_mut(), &api.header);
             let splice = Splice {
                 client: client_upgrade,
                 upstream: upstream_upgrade,
@@ -241,9 +251,9 @@ impl Conn {
 
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        rewrite_api_headers(&mut parts.headers);
+        rewrite_api_headers(&mut parts.headers, &api.header);
         if routed.kind == Kind::Version && parts.status.is_success() {
-            return (rewrite_version(parts, body).await, None);
+            return (rewrite_version(parts, body, api.range).await, None);
         }
         if routed.kind == Kind::Info && parts.status.is_success() {
             return (rewrite_info(settings, parts, body).await, None);
@@ -279,7 +289,14 @@ impl Conn {
             (parts.method == Method::GET || parts.method == Method::HEAD) && body.is_end_stream();
         let conn = match kept {
             Some(conn) => conn,
-            None => EngineConn::open(&settings.upstream).await?,
+            None => match EngineConn::open(&settings.upstream).await {
+                Ok(conn) => conn,
+                Err(message) => {
+                    // The engine may come back as another version: ask it again then.
+                    self.shared.forget_engine_api();
+                    return Err(message);
+                }
+            },
         };
         match engine::exchange(conn, &parts, body, Arc::clone(&self.engine)).await {
             Ok(response) => Ok(response),
@@ -437,10 +454,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade_too: bool) {
 const API_VERSION_HEADER: HeaderName = HeaderName::from_static("api-version");
 const BUILDER_VERSION_HEADER: HeaderName = HeaderName::from_static("builder-version");
 
-/// Every response says API 1.25, and the builder is the classic one (BuildKit's `/session` and
-/// `/grpc` are not in the v1.25 API).
-fn rewrite_api_headers(headers: &mut HeaderMap) {
-    headers.insert(API_VERSION_HEADER, HeaderValue::from_static("1.25"));
+/// Every response says the ceiling, and the builder is the classic one (BuildKit's `/session` and
+/// `/grpc` are refused).
+fn rewrite_api_headers(headers: &mut HeaderMap, ceiling: &HeaderValue) {
+    headers.insert(API_VERSION_HEADER, ceiling.clone());
     if let Some(builder) = headers.get_mut(BUILDER_VERSION_HEADER) {
         *builder = HeaderValue::from_static("1");
     }
@@ -482,21 +499,32 @@ async fn rewrite_info(
     )
 }
 
-async fn rewrite_version(mut parts: hyper::http::response::Parts, body: Body) -> Response<Body> {
+/// `GET /version` with the range served: `ApiVersion` the ceiling, `MinAPIVersion` the floor, at
+/// the top and in the engine component (docker-py reads the top; the CLI prints the component).
+async fn rewrite_version(
+    mut parts: hyper::http::response::Parts,
+    body: Body,
+    range: ApiRange,
+) -> Response<Body> {
     let bytes = match read_answer(body, "/version").await {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
     let rewritten = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(mut version) => {
-            version["ApiVersion"] = serde_json::Value::from(API_VERSION.to_string());
+            let (ceiling, floor) = (range.ceiling.to_string(), range.floor.to_string());
+            if let Some(top) = version.as_object_mut() {
+                top.insert("ApiVersion".into(), ceiling.clone().into());
+                top.insert("MinAPIVersion".into(), floor.clone().into());
+            }
             if let Some(components) = version.get_mut("Components").and_then(|c| c.as_array_mut()) {
                 for component in components {
                     if component.get("Name").and_then(|n| n.as_str()) == Some("Engine")
                         && let Some(details) =
                             component.get_mut("Details").and_then(|d| d.as_object_mut())
                     {
-                        details.insert("ApiVersion".into(), API_VERSION.to_string().into());
+                        details.insert("ApiVersion".into(), ceiling.clone().into());
+                        details.insert("MinAPIVersion".into(), floor.clone().into());
                     }
                 }
             }
@@ -514,11 +542,6 @@ async fn rewrite_version(mut parts: hyper::http::response::Parts, body: Body) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_version_prefix_is_the_api_version() {
-        assert_eq!(VERSION_PREFIX, format!("/v{API_VERSION}"));
-    }
 
     #[test]
     fn ambiguous_framing_is_refused() {

@@ -10,6 +10,7 @@ use vch_policy::{
 };
 
 use crate::Error;
+use crate::route::ApiVersion;
 use crate::upstream::Upstream;
 
 /// The reloadable settings of an endpoint. A reload (SIGHUP in `vch-admin serve`) swaps them as a
@@ -29,6 +30,8 @@ pub struct Settings {
     pub mode: EnforcementMode,
     /// Whether the lists are narrowed from the deploy-time ones (shown by `docker info`).
     pub narrowed: bool,
+    /// A ceiling below the engine's and the audited one (`Some(1.25)`: VIC's strict mode).
+    pub api_pin: Option<ApiVersion>,
     /// Reverse DNS for IP-literal registries; `None` matches them only against IP and CIDR entries.
     pub dns: Option<Arc<ReverseDns<HickoryResolver>>>,
 }
@@ -43,8 +46,15 @@ impl Settings {
             push: PushRule::SameAsPull,
             mode: EnforcementMode::Enforce,
             narrowed: false,
+            api_pin: None,
             dns: None,
         }
+    }
+
+    /// Pins the highest API version served (`[api] version` in `vch.toml`).
+    pub fn with_api_version(mut self, pin: Option<ApiVersion>) -> Self {
+        self.api_pin = pin;
+        self
     }
 
     /// Installs a VCH's compiled registry rules: the pull policy, the push rule and the mode.

@@ -301,6 +301,11 @@ fn bad_input_fails_before_anything_is_written() {
             &["--policy-mode", "lenient"],
             "unknown policy mode `lenient`",
         ),
+        (&["--api-version", "1.23"], "older than the oldest"),
+        (&["--api-version", "2.0"], "invalid API version"),
+        (&["--api-version", "abc"], "invalid API version"),
+        (&["--api-version", "1.56"], "newer than the newest"),
+        (&["--api-version", "1"], "invalid API version"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["create", "--name", "bad", "--cert-path", d];

@@ -6,6 +6,7 @@
     reason = "a failing test should panic with its location"
 )]
 
+mod api;
 mod check;
 mod create;
 mod inspect;

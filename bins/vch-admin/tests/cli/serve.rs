@@ -14,12 +14,13 @@ fn vch_admin() -> Command {
 }
 
 /// The docker CLI configured only by the VCH's env file, as a user would after `set -a; . NAME.env`.
-fn docker_with_env(env_file: &Path, config_dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn docker_with_env(env_file: &Path, config_dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new("docker");
     cmd.env_remove("DOCKER_HOST")
         .env_remove("DOCKER_TLS_VERIFY")
         .env_remove("DOCKER_CERT_PATH")
         .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_API_VERSION")
         .env("DOCKER_CONFIG", config_dir);
     for line in std::fs::read_to_string(env_file).unwrap().lines() {
         if let Some((k, v)) = line.split_once('=') {
@@ -29,7 +30,7 @@ fn docker_with_env(env_file: &Path, config_dir: &Path, args: &[&str]) -> Output 
     cmd.args(args).output().unwrap()
 }
 
-fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
@@ -37,7 +38,8 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok.success());
 }
 
-struct Serving(Child);
+/// A running `vch-admin serve`, killed when dropped.
+pub(crate) struct Serving(pub(crate) Child);
 
 impl Drop for Serving {
     fn drop(&mut self) {
@@ -132,7 +134,8 @@ fn create_then_serve_with_reload_and_shutdown() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.25");
+    // Not pinned: the CLI negotiates the testbed engine's own newest (dockerd 20.10).
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.41");
 
     let pull = |image: &str| docker_with_env(&env_file, config_dir, &["pull", image]);
     let out = pull("reg.other.example/app");
@@ -378,6 +381,19 @@ fn audit_mode_is_announced_on_stderr() {
     let mut lines = BufReader::new(stderr).lines();
     let banner = lines.next().unwrap().unwrap();
     assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
+    // No engine answers: the range is the audited one until it does, and stderr says so.
+    assert!(
+        banner.contains("serves Docker API 1.24 to 1.55 (engine not reachable yet)"),
+        "{banner}"
+    );
+    let unreachable = lines.next().unwrap().unwrap();
+    assert!(
+        unreachable.starts_with(
+            "vch-admin: warning: the Docker engine at unix:///nonexistent/docker.sock did not \
+             answer /version"
+        ),
+        "{unreachable}"
+    );
     let warning = lines.next().unwrap().unwrap();
     assert_eq!(
         warning,
@@ -386,5 +402,6 @@ fn audit_mode_is_announced_on_stderr() {
     // A reload says it again, as long as the mode stays audit.
     signal(&serving.0, "-HUP");
     assert!(lines.next().unwrap().unwrap().contains("reloaded"));
+    assert_eq!(lines.next().unwrap().unwrap(), unreachable);
     assert_eq!(lines.next().unwrap().unwrap(), warning);
 }

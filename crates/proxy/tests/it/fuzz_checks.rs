@@ -13,9 +13,9 @@
 use hyper::Method;
 use vch_policy::{ImageRef, Registry};
 use vch_proxy::{
-    API_VERSION, Action, Ask, Framing, Gate, ImagesCreate, Item, Kind, MIN_API_VERSION, Subject,
-    Unsourced, auth_registry, dechunk, form_get, images_create, parse_query, parse_response_head,
-    route,
+    AUDITED_API_VERSION, Action, Ask, Framing, Gate, ImagesCreate, Item, Kind, MIN_API_VERSION,
+    Subject, Unsourced, auth_registry, dechunk, form_get, images_create, parse_query,
+    parse_response_head, route,
 };
 
 /// The check behind `docker_request`. Invariants, besides never panicking:
@@ -45,7 +45,7 @@ pub(crate) fn docker_request(data: &[u8]) {
         assert!(!e.contains("//"), "{e:?}");
         assert!(!e.split('/').any(|s| s == "." || s == ".."), "{e:?}");
         assert!(!e.bytes().any(|b| b.is_ascii_control()), "{e:?}");
-        assert!(MIN_API_VERSION <= routed.version && routed.version <= API_VERSION);
+        assert!(MIN_API_VERSION <= routed.version && routed.version <= AUDITED_API_VERSION);
         // The decoded path, every byte escaped, routes the same: matching is on decoded paths,
         // as dockerd's, so no spelling of a path reaches another endpoint.
         if let Some(decoded) = vch_proxy::percent_decode(path) {
@@ -177,7 +177,8 @@ fn gate_check(gate: Gate, endpoint: &str, query: &str, body: &[u8]) {
         | Gate::PluginPrivileges
         | Gate::PluginUpgrade
         | Gate::ServiceCreate
-        | Gate::ServiceUpdate => (Some(Action::Pull), false),
+        | Gate::ServiceUpdate
+        | Gate::Distribution => (Some(Action::Pull), false),
         Gate::ImagesPush | Gate::PluginPush => (Some(Action::Push), false),
         Gate::ImagesSearch => (Some(Action::Search), true),
         Gate::Auth => (Some(Action::Login), true),
@@ -244,13 +245,21 @@ fn gate_semantics(
         Gate::PluginCreate => assert_eq!(*answer, Ok(Ask::Unsourced(Unsourced::PluginCreate))),
         Gate::SwarmJoin => assert_eq!(*answer, Ok(Ask::Unsourced(Unsourced::SwarmJoin))),
         Gate::Build => {
-            let expected = if form_get(form, "remote").is_empty() {
+            // BuildKit's parameters are refused whatever else the request says.
+            let buildkit = form_get(form, "version") == "2"
+                || ["session", "buildid", "outputs"]
+                    .iter()
+                    .any(|k| !form_get(form, k).is_empty());
+            let expected = if buildkit {
+                Ask::Unsupported(vch_proxy::BUILDKIT_UNSUPPORTED)
+            } else if form_get(form, "remote").is_empty() {
                 Ask::Nothing
             } else {
                 Ask::Unsourced(Unsourced::BuildRemote)
             };
             assert_eq!(*answer, Ok(expected));
         }
+        Gate::Distribution => name_pull_semantics("/distribution/", "/json", endpoint, answer),
         Gate::ImagesPush => push_semantics("/images/", endpoint, form_get(form, "tag"), answer),
         Gate::PluginPush => {
             // A name that could be a plugin ID prefix is refused (dockerd would resolve it to
@@ -449,6 +458,24 @@ pub(crate) fn engine_response(data: &[u8]) {
         }
         again.extend_from_slice(b"0\r\n\r\n");
         assert_eq!(dechunk(&again, step), Ok((decoded, true)));
+    }
+}
+
+/// `GET /distribution/{name}/json`: a pull of `{name}` as it parses, or an error when it does not.
+fn name_pull_semantics(prefix: &str, suffix: &str, endpoint: &str, answer: &Result<Ask, String>) {
+    let name = endpoint
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.trim_end_matches('/').strip_suffix(suffix))
+        .unwrap_or_else(|| panic!("the route without a name: {endpoint:?}"));
+    match ImageRef::parse(name) {
+        Ok(image) => assert_eq!(
+            *answer,
+            Ok(Ask::Items(vec![Item {
+                action: Action::Pull,
+                subject: Subject::Image(image),
+            }]))
+        ),
+        Err(_) => assert!(answer.is_err(), "{name:?}: {answer:?}"),
     }
 }
 

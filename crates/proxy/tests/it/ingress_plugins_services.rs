@@ -4,7 +4,7 @@
 //! (its debug log has no `Calling …` line for it) nor the denied registry (its access log stays
 //! silent); each allowed form is shown working.
 //!
-//! Requests through the proxy use API v1.25 while the setup done directly against dockerd uses
+//! The proxy is pinned to VIC's API v1.25 here while the setup done directly against dockerd uses
 //! the CLI's own version (v1.41), so `Calling POST /v1.25/…` lines are exactly those the proxy
 //! forwarded.
 
@@ -253,7 +253,7 @@ fn plugins_come_only_from_whitelisted_registries() {
             .collect()
     };
 
-    let vch = Vch::start(&dockerd, Mode::Plain, &[a_addr.as_str()]);
+    let vch = Vch::start_vic(&dockerd, Mode::Plain, &[a_addr.as_str()]);
 
     // Allowed: install from A (GET /plugins/privileges, then POST /plugins/pull).
     vch.docker_ok(&[
@@ -370,7 +370,7 @@ fn plugins_come_only_from_whitelisted_registries() {
     });
 
     // With whitelist mode off, an install from anywhere works.
-    let open = Vch::start(&dockerd, Mode::Plain, &[]);
+    let open = Vch::start_vic(&dockerd, Mode::Plain, &[]);
     open.docker_ok(&[
         "plugin",
         "install",
@@ -396,7 +396,7 @@ fn plugin_create_needs_whitelist_mode_off() {
     let dir = plugin_dir(tmp.path());
     let dir = dir.to_str().unwrap();
     let creates = |dockerd: &Dockerd| calls(dockerd, &["POST /v1.25/plugins/create"]);
-    let vch = Vch::start(&dockerd, Mode::Plain, &["reg.allowed.example"]);
+    let vch = Vch::start_vic(&dockerd, Mode::Plain, &["reg.allowed.example"]);
 
     // The decision, raw (a small body: the answer does not depend on reading it).
     let r = request(
@@ -413,7 +413,7 @@ fn plugin_create_needs_whitelist_mode_off() {
     });
 
     // Whitelist mode off: the CLI creates it.
-    let open = Vch::start(&dockerd, Mode::Plain, &[]);
+    let open = Vch::start_vic(&dockerd, Mode::Plain, &[]);
     open.docker_ok(&["plugin", "create", "vch/local:1", dir]);
     assert_eq!(creates(&dockerd), 1);
     let names = open.docker_ok(&["plugin", "ls", "--format", "{{.Name}}"]);
@@ -492,7 +492,7 @@ fn services_run_only_whitelisted_images() {
     let creates = |dockerd: &Dockerd| calls(dockerd, &["POST /v1.25/services/create"]);
     let updates = |dockerd: &Dockerd| calls(dockerd, &["POST /v1.25/services/", "/update"]);
 
-    let vch = Vch::start(&dockerd, Mode::Plain, &[a_addr.as_str()]);
+    let vch = Vch::start_vic(&dockerd, Mode::Plain, &[a_addr.as_str()]);
     let denied = pull_denial(&b_addr);
 
     // The CLI: create from A works; from B refused; an update to B refused, to A works.

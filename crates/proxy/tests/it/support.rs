@@ -97,6 +97,33 @@ impl Vch {
         Self::start_rules(upstream, docker_config, mode, rules, options)
     }
 
+    /// As [`Vch::start`], pinned to VIC's API 1.25 (`[api] version = "1.25"`): what a client does
+    /// through it shows in dockerd's log as `/v1.25/…`, apart from what a test does directly.
+    pub(crate) fn start_vic(dockerd: &Dockerd, mode: Mode, whitelist: &[&str]) -> Vch {
+        let mut policy = PolicyBuilder::new();
+        for entry in whitelist {
+            policy.whitelist(*entry);
+        }
+        let rules = RegistryRules {
+            pull: policy.build().unwrap(),
+            ..RegistryRules::default()
+        };
+        let options = Options {
+            header_read_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            ..Options::default()
+        };
+        let upstream = Upstream::parse(&dockerd.host(), None).unwrap();
+        Self::start_pinned(
+            upstream,
+            dockerd.docker_config_dir(),
+            mode,
+            rules,
+            options,
+            Some(vch_proxy::VIC_API_VERSION),
+        )
+    }
+
     /// The proxy in front of `dockerd` with a `[registry]` section as `vch.toml` would hold it
     /// (push list, mode, narrowed lists).
     pub(crate) fn start_config(dockerd: &Dockerd, mode: Mode, config: &RegistryConfig) -> Vch {
@@ -117,6 +144,17 @@ impl Vch {
         rules: RegistryRules,
         options: Options,
     ) -> Vch {
+        Self::start_pinned(upstream, docker_config, mode, rules, options, None)
+    }
+
+    pub(crate) fn start_pinned(
+        upstream: Upstream,
+        docker_config: &Path,
+        mode: Mode,
+        rules: RegistryRules,
+        options: Options,
+        pin: Option<vch_proxy::ApiVersion>,
+    ) -> Vch {
         init_audit_capture();
         let certs = Certs::new("vch-test-client");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -124,7 +162,9 @@ impl Vch {
             .enable_all()
             .build()
             .unwrap();
-        let mut settings = Settings::new(upstream, Policy::empty()).with_rules(rules);
+        let mut settings = Settings::new(upstream, Policy::empty())
+            .with_rules(rules)
+            .with_api_version(pin);
         settings = match mode {
             Mode::Plain => settings,
             Mode::Tls => settings.with_tls(

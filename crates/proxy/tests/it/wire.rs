@@ -29,11 +29,12 @@ fn refusals_are_docker_shaped() {
     let dockerd = dockerd();
     let vch = Vch::start(&dockerd, Mode::Plain, &["reg.allowed.example"]);
 
-    let r = request(&vch, "GET", "/v1.41/info", "");
+    // dockerd 20.10 serves up to 1.41: so does the VCH.
+    let r = request(&vch, "GET", "/v1.42/info", "");
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert!(
         r.contains(
-            r#"{"message":"client version 1.41 is too new. Maximum supported API version is 1.25"}"#
+            r#"{"message":"client version 1.42 is too new. Maximum supported API version is 1.41"}"#
         ),
         "{r}"
     );
@@ -44,14 +45,15 @@ fn refusals_are_docker_shaped() {
         "{r}"
     );
 
-    // Unversioned paths are served as 1.25, and every answer says so.
+    // Unversioned paths are served at the ceiling, and every answer says so.
     let r = request(&vch, "GET", "/_ping", "");
     assert!(
-        r.starts_with("HTTP/1.1 200") && r.to_ascii_lowercase().contains("api-version: 1.25"),
+        r.starts_with("HTTP/1.1 200") && r.to_ascii_lowercase().contains("api-version: 1.41"),
         "{r}"
     );
     let r = request(&vch, "GET", "/version", "");
-    assert!(r.contains(r#""ApiVersion":"1.25""#), "{r}");
+    assert!(r.contains(r#""ApiVersion":"1.41""#), "{r}");
+    assert!(r.contains(r#""MinAPIVersion":"1.24""#), "{r}");
 
     // h2c upgrades and HTTP/2 prior knowledge are refused.
     let r = request(
@@ -486,7 +488,6 @@ fn a_stale_engine_connection_is_retried_for_gets_only() {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            counter.fetch_add(1, Ordering::SeqCst);
             let mut head = Vec::new();
             let mut byte = [0u8; 1];
             while !head.ends_with(b"\r\n\r\n") {
@@ -494,6 +495,10 @@ fn a_stale_engine_connection_is_retried_for_gets_only() {
                     break;
                 }
                 head.push(byte[0]);
+            }
+            // The proxy's own question for the engine's API versions is not a client request.
+            if !head.starts_with(b"GET /version ") {
+                counter.fetch_add(1, Ordering::SeqCst);
             }
             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK");
             // Dropped: closed right after its one answer.
@@ -586,15 +591,14 @@ fn audit_mode_decides_logs_and_lets_through() {
     );
 }
 
-/// Routes that v1.25 does not have stay refused at every spelling, so no later change lets one
-/// through unnoticed: one row per route.
+/// Routes that v1.25 does not have stay refused there, and BuildKit's doors at every version, so no
+/// later change lets one through unnoticed: one row per route.
 #[test]
 fn routes_newer_than_the_api_are_refused() {
     let dockerd = dockerd();
     let vch = Vch::start(&dockerd, Mode::Plain, &["reg.allowed.example"]);
     for (method, path) in [
         ("GET", "/v1.25/distribution/reg.allowed.example/x/json"),
-        ("GET", "/distribution/busybox/json"),
         ("POST", "/v1.25/session"),
         ("POST", "/session"),
         ("POST", "/v1.25/grpc"),
@@ -612,7 +616,7 @@ fn routes_newer_than_the_api_are_refused() {
     ] {
         let r = request(&vch, method, path, "Content-Length: 0\r\n");
         assert!(
-            r.starts_with("HTTP/1.1 404") && r.contains("is not part of Docker API v1.25"),
+            r.starts_with("HTTP/1.1 404") && r.contains("is not part of Docker API v1."),
             "{method} {path}: {r}"
         );
     }
