@@ -14,4 +14,5 @@ mod ingress_images;
 mod ingress_plugins_services;
 mod reading;
 mod support;
+mod versions;
 mod wire;
