@@ -49,6 +49,27 @@ impl Certs {
     }
 }
 
+/// Short timeouts: a test's requests are quick.
+fn test_options() -> Options {
+    Options {
+        header_read_timeout: Duration::from_secs(2),
+        shutdown_grace: Duration::from_secs(5),
+        ..Options::default()
+    }
+}
+
+/// Rules with only these whitelist entries.
+fn whitelist_rules(whitelist: &[&str]) -> RegistryRules {
+    let mut policy = PolicyBuilder::new();
+    for entry in whitelist {
+        policy.whitelist(*entry);
+    }
+    RegistryRules {
+        pull: policy.build().unwrap(),
+        ..RegistryRules::default()
+    }
+}
+
 /// The proxy running on its own tokio runtime, in front of a dockerd.
 pub(crate) struct Vch {
     pub(crate) addr: SocketAddr,
@@ -70,13 +91,8 @@ impl Vch {
         mode: Mode,
         whitelist: &[&str],
     ) -> Vch {
-        let options = Options {
-            header_read_timeout: Duration::from_secs(2),
-            shutdown_grace: Duration::from_secs(5),
-            ..Options::default()
-        };
         let upstream = Upstream::parse(&docker_host, None).unwrap();
-        Self::start_opts(upstream, docker_config, mode, whitelist, options)
+        Self::start_opts(upstream, docker_config, mode, whitelist, test_options())
     }
 
     pub(crate) fn start_opts(
@@ -86,40 +102,25 @@ impl Vch {
         whitelist: &[&str],
         options: Options,
     ) -> Vch {
-        let mut policy = PolicyBuilder::new();
-        for entry in whitelist {
-            policy.whitelist(*entry);
-        }
-        let rules = RegistryRules {
-            pull: policy.build().unwrap(),
-            ..RegistryRules::default()
-        };
-        Self::start_rules(upstream, docker_config, mode, rules, options)
+        Self::start_rules(
+            upstream,
+            docker_config,
+            mode,
+            whitelist_rules(whitelist),
+            options,
+        )
     }
 
     /// As [`Vch::start`], pinned to VIC's API 1.25 (`[api] version = "1.25"`): what a client does
     /// through it shows in dockerd's log as `/v1.25/…`, apart from what a test does directly.
     pub(crate) fn start_vic(dockerd: &Dockerd, mode: Mode, whitelist: &[&str]) -> Vch {
-        let mut policy = PolicyBuilder::new();
-        for entry in whitelist {
-            policy.whitelist(*entry);
-        }
-        let rules = RegistryRules {
-            pull: policy.build().unwrap(),
-            ..RegistryRules::default()
-        };
-        let options = Options {
-            header_read_timeout: Duration::from_secs(2),
-            shutdown_grace: Duration::from_secs(5),
-            ..Options::default()
-        };
         let upstream = Upstream::parse(&dockerd.host(), None).unwrap();
         Self::start_pinned(
             upstream,
             dockerd.docker_config_dir(),
             mode,
-            rules,
-            options,
+            whitelist_rules(whitelist),
+            test_options(),
             Some(vch_proxy::VIC_API_VERSION),
         )
     }
@@ -128,13 +129,14 @@ impl Vch {
     /// (push list, mode, narrowed lists).
     pub(crate) fn start_config(dockerd: &Dockerd, mode: Mode, config: &RegistryConfig) -> Vch {
         let rules = config.compile_rules(Path::new(".")).unwrap();
-        let options = Options {
-            header_read_timeout: Duration::from_secs(2),
-            shutdown_grace: Duration::from_secs(5),
-            ..Options::default()
-        };
         let upstream = Upstream::parse(&dockerd.host(), None).unwrap();
-        Self::start_rules(upstream, dockerd.docker_config_dir(), mode, rules, options)
+        Self::start_rules(
+            upstream,
+            dockerd.docker_config_dir(),
+            mode,
+            rules,
+            test_options(),
+        )
     }
 
     pub(crate) fn start_rules(
