@@ -102,7 +102,7 @@ impl ApiView {
     }
 }
 
-/// The largest `/version` answer read.
+/// The largest answer read by [`engine_get`].
 const MAX_VERSION_BODY: usize = 1024 * 1024;
 
 /// Why the engine's versions are not known.
@@ -126,6 +126,13 @@ impl std::fmt::Display for ProbeError {
 /// daemon answers it at its own newest version). An engine too old to say `MinAPIVersion`
 /// (before API 1.25) is taken to accept everything up to its maximum.
 pub async fn probe_engine(upstream: &Upstream) -> Result<EngineApi, ProbeError> {
+    let answer = engine_get(upstream, "/version").await?;
+    parse_version_answer(&answer).map_err(ProbeError::Unusable)
+}
+
+/// One `GET` to the engine on a connection of its own, for the endpoint's own questions (its
+/// versions, a service's previous spec); the answer must be a 200 of at most 1 MiB.
+pub(crate) async fn engine_get(upstream: &Upstream, path: &str) -> Result<Bytes, ProbeError> {
     let url = upstream.url();
     let unreachable = ProbeError::Unreachable;
     let stream = upstream
@@ -137,7 +144,7 @@ pub async fn probe_engine(upstream: &Upstream) -> Result<EngineApi, ProbeError> 
         .await
         .map_err(|e| unreachable(format!("cannot talk to the Docker engine at {url}: {e}")))?;
     let driver = tokio::spawn(connection);
-    let request = Request::get("/version")
+    let request = Request::get(path)
         .header(hyper::header::HOST, "docker")
         .body(Empty::new())
         .map_err(|e| ProbeError::Unusable(e.to_string()))?;
@@ -148,7 +155,7 @@ pub async fn probe_engine(upstream: &Upstream) -> Result<EngineApi, ProbeError> 
             .map_err(|e| unreachable(format!("the Docker engine at {url} failed: {e}")))?;
         if response.status() != StatusCode::OK {
             return Err(ProbeError::Unusable(format!(
-                "the Docker engine at {url} answered /version with {}",
+                "the Docker engine at {url} answered {path} with {}",
                 response.status()
             )));
         }
@@ -156,11 +163,11 @@ pub async fn probe_engine(upstream: &Upstream) -> Result<EngineApi, ProbeError> 
             .collect()
             .await
             .map(|c| c.to_bytes())
-            .map_err(|e| unreachable(format!("cannot read the Docker engine's /version: {e}")))
+            .map_err(|e| unreachable(format!("cannot read the Docker engine's {path}: {e}")))
     }
     .await;
     driver.abort();
-    parse_version_answer(&answer?).map_err(ProbeError::Unusable)
+    answer
 }
 
 /// `ApiVersion` and `MinAPIVersion` of a `/version` answer.

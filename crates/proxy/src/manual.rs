@@ -85,8 +85,12 @@
 //!
 //! **Left to other work:** the build context (`FROM`, `COPY --from`, `ONBUILD` in a `POST /build`
 //! body) is read by the build gate of its own issue; until then a classic build can still pull
-//! its base images. `POST /services/{id}/update?rollback=previous` redeploys the previous spec,
-//! which was decided when it was created or updated, not again against a narrowed whitelist.
+//! its base images.
+//!
+//! **Rollbacks:** `POST /services/{id}/update?rollback=previous` deploys the service's previous
+//! spec, whatever the body says. That spec may come from before a narrowing, or from a way in
+//! that passed no gate: it is asked from the engine (`GET /services/{id}`) and its image decided
+//! again (`ingress_plugins_services::services_run_only_whitelisted_images`).
 //!
 //! # API versions
 //!

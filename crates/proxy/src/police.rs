@@ -72,7 +72,13 @@ pub(crate) async fn police(
         Forwarded::Read(bytes) => bytes,
         Forwarded::Stream(_) => &[],
     };
-    let ask = match gate.ask(endpoint, &form, read) {
+    let ask = if gate == Gate::ServiceUpdate && gate::form_get(&form, "rollback") == "previous" {
+        // dockerd replaces the spec with the service's previous one: that is what is deployed.
+        Ok(previous_spec(settings, endpoint).await)
+    } else {
+        gate.ask(endpoint, &form, read)
+    };
+    let ask = match ask {
         Ok(ask) => ask,
         Err(message) => {
             audit.set_policy(PolicyRecord {
@@ -104,6 +110,46 @@ impl Forwarded {
             Forwarded::Stream(body) => Some(body),
         }
     }
+}
+
+/// `POST /services/{id}/update?rollback=previous` deploys the service's previous spec, which was
+/// decided when it was deployed, perhaps under a wider whitelist or by another way in: it is asked
+/// from the engine and decided again. A service or spec the engine does not have asks nothing
+/// (dockerd refuses the rollback itself).
+async fn previous_spec(settings: &Settings, endpoint: &str) -> Ask {
+    let Some(id) = endpoint
+        .strip_prefix("/services/")
+        .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/update"))
+    else {
+        return Ask::Nothing;
+    };
+    let path = format!("/services/{}", percent_encode_segment(id));
+    let Ok(answer) = crate::api::engine_get(&settings.upstream, &path).await else {
+        return Ask::Nothing;
+    };
+    let Ok(service) = serde_json::from_slice::<serde_json::Value>(&answer) else {
+        return Ask::Nothing;
+    };
+    // The engine's own JSON: no duplicate keys or case games to read the Go way.
+    let spec = serde_json::to_vec(&service["PreviousSpec"]).unwrap_or_default();
+    match Gate::ServiceUpdate.ask(endpoint, &[], &spec) {
+        Ok(ask) => ask,
+        Err(_) => Ask::Nothing,
+    }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn percent_encode_segment(segment: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// Decides every item of an ask, records the decision, and returns the refusal in enforce mode.

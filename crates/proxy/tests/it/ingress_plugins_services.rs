@@ -686,5 +686,47 @@ fn services_run_only_whitelisted_images() {
     }
     let image = image_dockerd_records(&dockerd, &a_wins);
     assert!(image.starts_with(&image_a), "{a_wins} ran {image}");
+
+    // A rollback deploys the previous spec, whatever the body says: it is decided again. s2 was
+    // created with B's image directly on dockerd (not through the VCH), then moved to A's.
+    dockerd
+        .docker_ok(["service", "create", "--detach", "--name", "s2", &image_b])
+        .unwrap();
+    dockerd
+        .docker_ok(["service", "update", "--detach", "--image", &image_a, "s2"])
+        .unwrap();
+    // The CLI sends the current spec along; dockerd checks it even though it deploys the
+    // previous one.
+    let rollback = |name: &str| {
+        let inspect = |format: &str| {
+            dockerd
+                .docker_ok(["service", "inspect", "--format", format, name])
+                .unwrap()
+        };
+        let version = inspect("{{.Version.Index}}");
+        let spec = inspect("{{json .Spec}}");
+        let target = format!(
+            "/v1.25/services/{name}/update?version={}&rollback=previous",
+            version.trim()
+        );
+        request(
+            &vch,
+            "POST",
+            &target,
+            "Content-Type: application/json\r\n",
+            spec.trim().as_bytes(),
+        )
+    };
+    let before = updates(&dockerd);
+    assert_denied(&rollback("s2"), &denied);
+    assert_eq!(
+        updates(&dockerd),
+        before,
+        "the refused rollback reached dockerd"
+    );
+    // s1's previous spec is A's first image: its rollback goes through.
+    let r = rollback("s1");
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(updates(&dockerd), before + 1);
     eprintln!("services test: {:?}", started.elapsed());
 }
