@@ -352,6 +352,20 @@ fn with_tag(name: &str, tag: &str) -> Result<ImageRef, String> {
     ImageRef::parse(&text).map_err(|e| e.to_string())
 }
 
+/// The name between a route's fixed prefix and suffix (`/images/` … `/push`), as routed (decoded,
+/// a trailing `/` allowed).
+pub(crate) fn name_in<'a>(
+    endpoint: &'a str,
+    prefix: &str,
+    suffix: &str,
+) -> Result<&'a str, String> {
+    endpoint
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.trim_end_matches('/').strip_suffix(suffix))
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| format!("no name in {endpoint:?}"))
+}
+
 /// What BuildKit-only parameters get: the classic builder is the one whose pulls can be decided.
 pub const BUILDKIT_UNSUPPORTED: &str = "BuildKit is not available through this VCH: it serves the \
     classic builder only, whose base images it can decide (set DOCKER_BUILDKIT=0, or use \
@@ -375,20 +389,14 @@ fn build(form: &[(String, String)]) -> Ask {
 
 /// `GET /distribution/{name}/json`: the registry of `{name}` is asked for its manifest.
 fn distribution(endpoint: &str) -> Result<Ask, String> {
-    let name = endpoint
-        .strip_prefix("/distribution/")
-        .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/json"))
-        .ok_or_else(|| format!("no image name in {endpoint:?}"))?;
+    let name = name_in(endpoint, "/distribution/", "/json")?;
     let image = ImageRef::parse(name).map_err(|e| e.to_string())?;
     Ok(Ask::one(Action::Pull, Subject::Image(image)))
 }
 
 /// `POST /images/{name}/push?tag=`: the repository pushed to.
 fn push(endpoint: &str, tag: &str) -> Result<Ask, String> {
-    let name = endpoint
-        .strip_prefix("/images/")
-        .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/push"))
-        .ok_or_else(|| format!("no image name in {endpoint:?}"))?;
+    let name = name_in(endpoint, "/images/", "/push")?;
     // Push by digest is not supported by dockerd: a tag is a tag.
     let image = if tag.is_empty() || tag.contains(':') {
         ImageRef::parse(name).map_err(|e| e.to_string())?
@@ -417,10 +425,7 @@ fn plugin_remote(remote: &str) -> Result<ImageRef, String> {
 
 /// `POST /plugins/{name}/push`: dockerd pushes the plugin to the repository its name is.
 fn plugin_push(endpoint: &str) -> Result<Ask, String> {
-    let name = endpoint
-        .strip_prefix("/plugins/")
-        .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/push"))
-        .ok_or_else(|| format!("no plugin name in {endpoint:?}"))?;
+    let name = name_in(endpoint, "/plugins/", "/push")?;
     // dockerd looks a plugin up by name, then by ID prefix, and pushes it to its stored name:
     // a name that could be an ID prefix may push another plugin to anywhere.
     if name

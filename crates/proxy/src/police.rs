@@ -19,7 +19,7 @@ use crate::settings::Settings;
 
 /// The most body bytes a gate reads to decide (a login or a service spec is a few KiB). A larger
 /// body is refused with 413: it is never forwarded uninspected.
-pub(crate) const MAX_INSPECTED_BODY: usize = 1024 * 1024;
+const MAX_INSPECTED_BODY: usize = 1024 * 1024;
 
 /// What a policed request becomes: the body to forward, or the answer that refuses it.
 pub(crate) enum Policed {
@@ -117,10 +117,7 @@ impl Forwarded {
 /// from the engine and decided again. A service or spec the engine does not have asks nothing
 /// (dockerd refuses the rollback itself).
 async fn previous_spec(settings: &Settings, endpoint: &str) -> Ask {
-    let Some(id) = endpoint
-        .strip_prefix("/services/")
-        .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/update"))
-    else {
+    let Ok(id) = gate::name_in(endpoint, "/services/", "/update") else {
         return Ask::Nothing;
     };
     let path = format!("/services/{}", percent_encode_segment(id));
@@ -362,7 +359,7 @@ async fn read_body(
 /// Whether dockerd would read the body as a form (`application/x-www-form-urlencoded`, which Go's
 /// `ParseForm` merges ahead of the query) or a multipart form. Every `Content-Type` field is
 /// looked at, in any case and with any parameters.
-pub(crate) fn is_form_body(headers: &HeaderMap) -> bool {
+fn is_form_body(headers: &HeaderMap) -> bool {
     headers.get_all(header::CONTENT_TYPE).iter().any(|v| {
         let v = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
         v.contains("x-www-form-urlencoded") || v.trim_start().starts_with("multipart/")

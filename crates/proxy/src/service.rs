@@ -91,7 +91,8 @@ impl Conn {
         let audit = Audit::new(Arc::clone(&self.peer), req.method(), req.uri());
         let guard = AuditGuard::deferred(Arc::clone(&audit), Arc::clone(&self.deferred));
         let (mut response, splice) = self.respond(&settings, &api, req, &audit).await;
-        // The endpoint's own answers (refusals, errors) say its version too, as dockerd's do.
+        // Every answer says the ceiling: dockerd's (which name the daemon's own version) and the
+        // endpoint's refusals and errors alike.
         response
             .headers_mut()
             .insert(API_VERSION_HEADER, api.header.clone());
@@ -240,7 +241,7 @@ impl Conn {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
                 headers.insert(header::UPGRADE, upgrade.clone());
             }
-            rewrite_api_headers(reply.headers_mut(), &api.header);
+            rewrite_builder_header(reply.headers_mut());
             let splice = Splice {
                 client: client_upgrade,
                 upstream: upstream_upgrade,
@@ -251,7 +252,7 @@ impl Conn {
 
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        rewrite_api_headers(&mut parts.headers, &api.header);
+        rewrite_builder_header(&mut parts.headers);
         if routed.kind == Kind::Version && parts.status.is_success() {
             return (rewrite_version(parts, body, api.range).await, None);
         }
@@ -454,10 +455,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade_too: bool) {
 const API_VERSION_HEADER: HeaderName = HeaderName::from_static("api-version");
 const BUILDER_VERSION_HEADER: HeaderName = HeaderName::from_static("builder-version");
 
-/// Every response says the ceiling, and the builder is the classic one (BuildKit's `/session` and
-/// `/grpc` are refused).
-fn rewrite_api_headers(headers: &mut HeaderMap, ceiling: &HeaderValue) {
-    headers.insert(API_VERSION_HEADER, ceiling.clone());
+/// The builder is the classic one (BuildKit's `/session` and `/grpc` are refused). The
+/// `Api-Version` of every answer is set once, in [`Conn::handle`].
+fn rewrite_builder_header(headers: &mut HeaderMap) {
     if let Some(builder) = headers.get_mut(BUILDER_VERSION_HEADER) {
         *builder = HeaderValue::from_static("1");
     }

@@ -214,6 +214,7 @@ impl Vch {
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY")
             .env_remove("DOCKER_CERT_PATH")
+            .env_remove("DOCKER_API_VERSION")
             .env("DOCKER_BUILDKIT", "0")
             .arg("-H")
             .arg(format!("tcp://{}", self.addr));

@@ -12,14 +12,12 @@ use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::panic::Location;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vch_policy::{EnforcementMode, Policy, RegistryConfig};
-use vch_proxy::{ApiVersion, Handle, Listen, Options, Server, Settings, Upstream};
+use vch_policy::{EnforcementMode, RegistryConfig};
 use vch_testbed::{Dockerd, Registry, TestImage};
 
 use crate::support::{Mode, Vch, dockerd};
@@ -938,90 +936,13 @@ fn buildkit_doors(raw: &Raw<'_>, mode: &str) {
 // ---------------------------------------------------------------------------------------------
 // 4. A pinned VCH.
 
-/// The proxy pinned to an API version, on its own runtime (support's `Vch` takes no pin).
-struct Pinned {
-    addr: SocketAddr,
-    handle: Handle,
-    runtime: Option<tokio::runtime::Runtime>,
-    docker_config: PathBuf,
-}
-
-impl Pinned {
-    fn start(dockerd: &Dockerd, pin: ApiVersion) -> Pinned {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let upstream = Upstream::parse(&dockerd.host(), None).unwrap();
-        let settings = Settings::new(upstream, Policy::empty()).with_api_version(Some(pin));
-        let options = Options {
-            header_read_timeout: Duration::from_secs(2),
-            shutdown_grace: Duration::from_secs(5),
-            ..Options::default()
-        };
-        let server = runtime
-            .block_on(Server::bind(
-                &[Listen::Tcp("127.0.0.1:0".parse().unwrap())],
-                settings,
-                options,
-            ))
-            .unwrap();
-        let addr = server.local_addrs()[0].parse().unwrap();
-        let handle = server.handle();
-        runtime.spawn(server.run());
-        Pinned {
-            addr,
-            handle,
-            runtime: Some(runtime),
-            docker_config: dockerd.docker_config_dir().to_owned(),
-        }
-    }
-
-    /// The docker CLI aimed at the proxy, negotiating (no `DOCKER_API_VERSION`).
-    fn docker(&self) -> Command {
-        let mut cmd = Command::new("docker");
-        cmd.env("DOCKER_CONFIG", &self.docker_config)
-            .env_remove("DOCKER_HOST")
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_TLS_VERIFY")
-            .env_remove("DOCKER_CERT_PATH")
-            .env_remove("DOCKER_API_VERSION")
-            .env("DOCKER_BUILDKIT", "0")
-            .arg("-H")
-            .arg(format!("tcp://{}", self.addr));
-        cmd
-    }
-
-    fn docker_ok(&self, args: &[&str]) -> String {
-        let mut cmd = self.docker();
-        cmd.args(args);
-        let out = run_bounded(cmd, &format!("docker {args:?}"), Duration::from_secs(30));
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(5));
-        }
-    }
-}
-
 /// Pinned to 1.25 (VIC's version): `/_ping` and `/version` say 1.25, 1.26 is too new,
 /// unversioned requests are forwarded as `/v1.25/…`, and the docker CLI negotiates 1.25.
 #[test]
 fn a_pinned_vch_serves_its_pin() {
     let dockerd = dockerd();
-    let vch = Pinned::start(&dockerd, ApiVersion::new(1, 25));
+    // Whitelist mode off: this test is about versions.
+    let vch = Vch::start_vic(&dockerd, Mode::Plain, &[]);
     let raw = Raw::new(vch.addr, &dockerd, "1.25");
 
     let ping = raw.forwarded("GET", "/_ping", "/_ping", "", "");
