@@ -130,9 +130,32 @@ pub async fn probe_engine(upstream: &Upstream) -> Result<EngineApi, ProbeError> 
     parse_version_answer(&answer).map_err(ProbeError::Unusable)
 }
 
+/// How long the endpoint's own questions to the engine may take: requests wait on the first one,
+/// so an engine that accepts and never answers must not hold them for ever.
+const QUESTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One `GET` to the engine on a connection of its own, for the endpoint's own questions (its
-/// versions, a service's previous spec); the answer must be a 200 of at most 1 MiB.
+/// versions, a service's previous spec); the answer must be a 200 of at most 1 MiB, within
+/// [`QUESTION_TIMEOUT`].
 pub(crate) async fn engine_get(upstream: &Upstream, path: &str) -> Result<Bytes, ProbeError> {
+    engine_get_within(upstream, path, QUESTION_TIMEOUT).await
+}
+
+async fn engine_get_within(
+    upstream: &Upstream,
+    path: &str,
+    limit: std::time::Duration,
+) -> Result<Bytes, ProbeError> {
+    match tokio::time::timeout(limit, ask_engine(upstream, path)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(ProbeError::Unreachable(format!(
+            "the Docker engine at {} did not answer {path} within {limit:?}",
+            upstream.url()
+        ))),
+    }
+}
+
+async fn ask_engine(upstream: &Upstream, path: &str) -> Result<Bytes, ProbeError> {
     let url = upstream.url();
     let unreachable = ProbeError::Unreachable;
     let stream = upstream
@@ -143,31 +166,36 @@ pub(crate) async fn engine_get(upstream: &Upstream, path: &str) -> Result<Bytes,
         .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|e| unreachable(format!("cannot talk to the Docker engine at {url}: {e}")))?;
-    let driver = tokio::spawn(connection);
+    // The connection's task ends with this function, also when the timeout drops it.
+    let _driver = AbortOnDrop(tokio::spawn(connection));
     let request = Request::get(path)
         .header(hyper::header::HOST, "docker")
         .body(Empty::new())
         .map_err(|e| ProbeError::Unusable(e.to_string()))?;
-    let answer = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(format!("the Docker engine at {url} failed: {e}")))?;
-        if response.status() != StatusCode::OK {
-            return Err(ProbeError::Unusable(format!(
-                "the Docker engine at {url} answered {path} with {}",
-                response.status()
-            )));
-        }
-        Limited::new(response.into_body(), MAX_VERSION_BODY)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| unreachable(format!("cannot read the Docker engine's {path}: {e}")))
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| unreachable(format!("the Docker engine at {url} failed: {e}")))?;
+    if response.status() != StatusCode::OK {
+        return Err(ProbeError::Unusable(format!(
+            "the Docker engine at {url} answered {path} with {}",
+            response.status()
+        )));
     }
-    .await;
-    driver.abort();
-    answer
+    Limited::new(response.into_body(), MAX_VERSION_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| unreachable(format!("cannot read the Docker engine's {path}: {e}")))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// `ApiVersion` and `MinAPIVersion` of a `/version` answer.
@@ -232,6 +260,27 @@ mod tests {
         assert_eq!((pinned.floor, pinned.ceiling), (v(24), v(25)));
         assert!(ApiRange::new(Some(engine_29), Some(VIC_API_VERSION)).is_empty());
         assert_eq!(ApiRange::new(None, None), ApiRange::audited());
+    }
+
+    /// An engine that accepts and never answers does not hold the endpoint's question for ever.
+    #[test]
+    fn a_silent_engine_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("silent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let holder = std::thread::spawn(move || listener.accept().map(|(conn, _)| conn));
+        let upstream = Upstream::parse(&format!("unix://{}", socket.display()), None).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let limit = std::time::Duration::from_millis(300);
+        let answer = runtime.block_on(engine_get_within(&upstream, "/version", limit));
+        assert!(
+            matches!(&answer, Err(ProbeError::Unreachable(why)) if why.contains("did not answer")),
+            "{answer:?}"
+        );
+        drop(holder.join());
     }
 
     #[test]
