@@ -22,6 +22,9 @@
 //! [api]                                     # optional: written by `create --api-version`
 //! version = "1.25"                          # the highest Docker API version served
 //!
+//! [build]                                   # optional: `docker build` through the VCH
+//! spool_limit = "2GiB"                      # held back while a late Dockerfile is found
+//!
 //! [docker_tls]                              # optional: a tcp:// engine behind --tlsverify
 //! ca = "docker-ca.pem"
 //! cert = "docker-cert.pem"
@@ -76,9 +79,98 @@ pub struct VchConfig {
     /// The Docker API versions served; absent (the default) serves what the engine does.
     #[serde(default, skip_serializing_if = "ApiConfig::is_default")]
     pub api: ApiConfig,
+    /// Builds: how much of a context is held back while its Dockerfile is found.
+    #[serde(default, skip_serializing_if = "BuildConfig::is_default")]
+    pub build: BuildConfig,
     /// Client TLS towards a `tcp://` engine that requires it (`dockerd --tlsverify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_tls: Option<DockerTls>,
+}
+
+/// The `[build]` section. A build's upload is held back until its Dockerfile has been found in the
+/// context and decided; a context whose Dockerfile comes late is spooled to an unlinked temporary
+/// file in the VCH directory, at most `spool_limit` bytes (an integer, or a string with a unit:
+/// `"512MiB"`, `"2GiB"`, `"1G"`); a build whose Dockerfile is not found within it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// The most bytes held back.
+    #[serde(
+        default = "default_spool_limit",
+        serialize_with = "serialize_size",
+        deserialize_with = "deserialize_size"
+    )]
+    pub spool_limit: u64,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            spool_limit: default_spool_limit(),
+        }
+    }
+}
+
+impl BuildConfig {
+    /// Nothing set: the section is left out of the file.
+    pub fn is_default(&self) -> bool {
+        *self == BuildConfig::default()
+    }
+}
+
+fn default_spool_limit() -> u64 {
+    vch_proxy::BuildSpool::DEFAULT_LIMIT
+}
+
+/// Parses a size: bytes, or a number with `K`, `M`, `G`, `T` (powers of 1024, with or without
+/// `i`/`B`: `512MiB`, `2G`, `1GB`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("`{text}` is not a size: write bytes, or a number with KiB, MiB, GiB or TiB")
+    })?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown size unit `{unit}` (use KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+fn serialize_size<S: serde::Serializer>(size: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in UNITS {
+        if *size != 0 && size.is_multiple_of(1u64 << shift) {
+            return serializer.serialize_str(&format!("{}{unit}", size >> shift));
+        }
+    }
+    serializer.serialize_u64(*size)
+}
+
+fn deserialize_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(text) => parse_size(&text).map_err(serde::de::Error::custom),
+    }
 }
 
 /// The `[docker_tls]` section: how the VCH authenticates to a TLS-protected engine. Paths are
@@ -424,7 +516,34 @@ mod tests {
                 ..RegistryConfig::default()
             },
             api: ApiConfig::default(),
+            build: BuildConfig::default(),
             docker_tls: None,
+        }
+    }
+
+    #[test]
+    fn the_build_spool_limit_reads_sizes_and_is_absent_when_default() {
+        let text = sample().to_toml().unwrap();
+        assert!(!text.contains("[build]"), "{text}");
+        for (written, bytes) in [
+            ("\"512MiB\"", 512u64 << 20),
+            ("\"2G\"", 2 << 30),
+            ("\"1 GiB\"", 1 << 30),
+            ("4096", 4096),
+            ("\"100\"", 100),
+        ] {
+            let text = format!("name = \"a\"\n[build]\nspool_limit = {written}\n");
+            let config = VchConfig::from_toml(&text, Path::new("x")).unwrap();
+            assert_eq!(config.build.spool_limit, bytes, "{written}");
+            let again = VchConfig::from_toml(&config.to_toml().unwrap(), Path::new("x")).unwrap();
+            assert_eq!(again, config, "{written} round-trips");
+        }
+        for bad in ["\"12XB\"", "\"lots\"", "-1", "\"99999999999999TiB\""] {
+            let text = format!("name = \"a\"\n[build]\nspool_limit = {bad}\n");
+            assert!(
+                VchConfig::from_toml(&text, Path::new("x")).is_err(),
+                "{bad}"
+            );
         }
     }
 

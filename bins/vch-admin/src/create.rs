@@ -19,7 +19,7 @@ use vch_policy::{EnforcementMode, PushRule, RegistryConfig};
 use vch_proxy::ApiVersion;
 
 use crate::config::{
-    ApiConfig, CONFIG_FILE, DEFAULT_DOCKER_HOST, TlsConfig, VchConfig, describe_mode,
+    ApiConfig, BuildConfig, CONFIG_FILE, DEFAULT_DOCKER_HOST, TlsConfig, VchConfig, describe_mode,
     describe_push, describe_whitelist, parse_api_version,
 };
 
@@ -251,6 +251,7 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         api: ApiConfig {
             version: args.api_version,
         },
+        build: BuildConfig::default(),
         docker_tls: None,
     };
     files.push(PlannedFile::public(format!("{}.env", args.name), env_text));

@@ -291,7 +291,11 @@ fn load(dir: &Path) -> anyhow::Result<(VchConfig, Settings)> {
     let upstream = Upstream::parse(&config.docker_host, engine_tls)?;
     let mut settings = Settings::new(upstream, Policy::empty())
         .with_rules(rules)
-        .with_api_version(config.api.version);
+        .with_api_version(config.api.version)
+        .with_build_spool(vch_proxy::BuildSpool {
+            dir: dir.to_owned(),
+            limit: config.build.spool_limit,
+        });
     let files = |what: &str, p: &Option<PathBuf>| {
         p.clone()
             .with_context(|| format!("tls mode {} needs a {what} file", config.tls.mode))

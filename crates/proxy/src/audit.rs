@@ -71,6 +71,22 @@ pub(crate) struct Audit {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     policy: Mutex<Option<PolicyRecord>>,
+    build: Mutex<Option<BuildRecord>>,
+}
+
+/// A build's part of an audit record: what was read of its context.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct BuildRecord {
+    /// The Dockerfile's path in the context, as resolved (empty when it was not found).
+    pub(crate) dockerfile: String,
+    /// The context's bytes as uploaded.
+    pub(crate) context_bytes: u64,
+    /// The tar stream's bytes, after decompression.
+    pub(crate) tar_bytes: u64,
+    /// `none`, `gzip`, `bzip2`, `xz` or `zstd`.
+    pub(crate) compression: &'static str,
+    /// Tar entries read.
+    pub(crate) entries: u64,
 }
 
 /// The policy's part of an audit record: the gate's decision on a request.
@@ -118,6 +134,7 @@ impl Audit {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             policy: Mutex::new(None),
+            build: Mutex::new(None),
         })
     }
 
@@ -133,6 +150,12 @@ impl Audit {
     /// Records the gate's decision.
     pub(crate) fn set_policy(&self, record: PolicyRecord) {
         *lock(&self.policy) = Some(record);
+    }
+
+    /// Records what was read of a build's context (again as more is read).
+    #[allow(dead_code, reason = "wired in by the build flow")]
+    pub(crate) fn set_build(&self, record: BuildRecord) {
+        *lock(&self.build) = Some(record);
     }
 
     pub(crate) fn add_in(&self, n: u64) {
@@ -215,6 +238,19 @@ impl Audit {
                 }
             }
             None => out.push_str(",\"image\":null,\"allowed\":null,\"decision\":null"),
+        }
+        if let Some(build) = &*lock(&self.build) {
+            out.push_str(",\"build\":{\"dockerfile\":");
+            push_json_str(out, &build.dockerfile);
+            out.push_str(",\"context_bytes\":");
+            push_u64(out, build.context_bytes, 1);
+            out.push_str(",\"tar_bytes\":");
+            push_u64(out, build.tar_bytes, 1);
+            out.push_str(",\"compression\":");
+            push_json_str(out, build.compression);
+            out.push_str(",\"entries\":");
+            push_u64(out, build.entries, 1);
+            out.push('}');
         }
         out.push('}');
     }

@@ -36,6 +36,9 @@ pub(crate) enum Forwarded {
     Read(Bytes),
     /// The client's body, streamed: the gate decided on the head alone.
     Stream(Incoming),
+    /// A build context, streamed while it is read (see [`crate::build`]).
+    #[allow(dead_code, reason = "wired in by the build flow")]
+    Build(crate::build::Upload),
 }
 
 /// Polices one request on a gated route.
@@ -45,7 +48,7 @@ pub(crate) async fn police(
     endpoint: &str,
     parts: &hyper::http::request::Parts,
     body: Incoming,
-    audit: &Audit,
+    audit: &std::sync::Arc<Audit>,
 ) -> Policed {
     if is_form_body(&parts.headers) {
         // dockerd merges a form body into the parameters ahead of the query string: one request
@@ -70,7 +73,7 @@ pub(crate) async fn police(
     };
     let read: &[u8] = match &forwarded {
         Forwarded::Read(bytes) => bytes,
-        Forwarded::Stream(_) => &[],
+        Forwarded::Stream(_) | Forwarded::Build(_) => &[],
     };
     let ask = if gate == Gate::ServiceUpdate && gate::form_get(&form, "rollback") == "previous" {
         // dockerd replaces the spec with the service's previous one: that is what is deployed.
@@ -79,6 +82,13 @@ pub(crate) async fn police(
         gate.ask(endpoint, &form, read)
     };
     let ask = match ask {
+        // A build from the client's context: the context is read as it streams.
+        Ok(Ask::Nothing) if gate == Gate::Build => {
+            if let Forwarded::Stream(body) = forwarded {
+                return crate::build::police(settings, parts, &form, body, audit).await;
+            }
+            Ask::Nothing
+        }
         Ok(ask) => ask,
         Err(message) => {
             audit.set_policy(PolicyRecord {
@@ -106,7 +116,7 @@ pub(crate) async fn police(
 impl Forwarded {
     fn into_unread(self) -> Option<Incoming> {
         match self {
-            Forwarded::Read(_) => None,
+            Forwarded::Read(_) | Forwarded::Build(_) => None,
             Forwarded::Stream(body) => Some(body),
         }
     }
@@ -156,7 +166,7 @@ async fn decide(
     ask: &Ask,
     audit: &Audit,
 ) -> Option<Response<Body>> {
-    let mut verdicts: Vec<(Verdict, Option<String>)> = match ask {
+    let verdicts: Vec<(Verdict, Option<String>)> = match ask {
         Ask::Nothing => return None,
         Ask::Unsupported(reason) => {
             audit.set_policy(PolicyRecord {
@@ -205,6 +215,20 @@ async fn decide(
             out
         }
     };
+    conclude(settings, gate, verdicts, audit)
+}
+
+/// Records the decisions on a request's items (at least one) and returns the refusal in enforce
+/// mode: the first denial decides, its message is what the client reads.
+pub(crate) fn conclude(
+    settings: &Settings,
+    gate: Gate,
+    mut verdicts: Vec<(Verdict, Option<String>)>,
+    audit: &Audit,
+) -> Option<Response<Body>> {
+    if verdicts.is_empty() {
+        return None;
+    }
     let denied = verdicts.iter().position(|(v, _)| !v.allowed);
     let deciding = denied.unwrap_or(verdicts.len().saturating_sub(1));
     let others = if verdicts.len() > 1 {
@@ -240,7 +264,7 @@ async fn decide(
 
 /// Decides one item: pushes by the push rule, everything else by the pull policy. Returns the
 /// verdict and, for a denial, the message the client gets.
-async fn decide_item(settings: &Settings, item: &Item) -> (Verdict, Option<String>) {
+pub(crate) async fn decide_item(settings: &Settings, item: &Item) -> (Verdict, Option<String>) {
     let policy = match (&item.action, &settings.push) {
         (Action::Push, PushRule::Nowhere) => {
             return (

@@ -139,6 +139,7 @@ impl Conn {
         let hijack = routed.kind == Kind::Hijack && req.headers().contains_key(header::UPGRADE);
         let client_upgrade = hijack.then(|| hyper::upgrade::on(&mut req));
         let (parts, incoming) = req.into_parts();
+        let mut late_denial = None;
         let body: Body = match routed.kind {
             Kind::Policed(gate) => {
                 match police::police(settings, gate, &routed.endpoint, &parts, incoming, audit)
@@ -153,6 +154,10 @@ impl Conn {
                     Policed::Forward(Forwarded::Read(bytes)) => {
                         Full::new(bytes).map_err(|never| match never {}).boxed()
                     }
+                    Policed::Forward(Forwarded::Build(upload)) => {
+                        late_denial = Some(upload.late);
+                        upload.body
+                    }
                     Policed::Forward(Forwarded::Stream(incoming)) => {
                         Counted::request(incoming, Arc::clone(audit))
                             .map_err(body_error)
@@ -164,8 +169,15 @@ impl Conn {
                 .map_err(body_error)
                 .boxed(),
         };
-        self.forward(settings, api, &routed, parts, body, client_upgrade, audit)
-            .await
+        let answer = self
+            .forward(settings, api, &routed, parts, body, client_upgrade, audit)
+            .await;
+        // A build whose Dockerfile was replaced by a denied one after its upload was released:
+        // the upload was broken off, and the denial is the answer.
+        match late_denial.as_ref().and_then(|late| late.get()) {
+            Some(message) => (docker_error(StatusCode::FORBIDDEN, message), None),
+            None => answer,
+        }
     }
 
     #[allow(

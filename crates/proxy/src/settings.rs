@@ -1,6 +1,6 @@
 //! What a running endpoint can reload: TLS, upstream, policy, DNS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
@@ -34,6 +34,34 @@ pub struct Settings {
     pub api_pin: Option<ApiVersion>,
     /// Reverse DNS for IP-literal registries; `None` matches them only against IP and CIDR entries.
     pub dns: Option<Arc<ReverseDns<HickoryResolver>>>,
+    /// Where and how much of a build upload is held back while its Dockerfile is found.
+    pub build: BuildSpool,
+}
+
+/// The build spool (`[build]` in `vch.toml`): a context whose Dockerfile comes late is held back
+/// until the Dockerfile is found and decided, in memory for its first MiBs, then in an unlinked
+/// temporary file in `dir`, never more than `limit` bytes; beyond that the build is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpool {
+    /// The directory of the temporary file (a VCH's own directory).
+    pub dir: PathBuf,
+    /// The most bytes held back.
+    pub limit: u64,
+}
+
+impl BuildSpool {
+    /// The default limit: 2 GiB.
+    pub const DEFAULT_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
+}
+
+impl Default for BuildSpool {
+    /// The system's temporary directory, [`BuildSpool::DEFAULT_LIMIT`].
+    fn default() -> Self {
+        BuildSpool {
+            dir: std::env::temp_dir(),
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
 }
 
 impl Settings {
@@ -48,7 +76,14 @@ impl Settings {
             narrowed: false,
             api_pin: None,
             dns: None,
+            build: BuildSpool::default(),
         }
+    }
+
+    /// Sets where and how much of a build upload is spooled.
+    pub fn with_build_spool(mut self, spool: BuildSpool) -> Self {
+        self.build = spool;
+        self
     }
 
     /// Pins the highest API version served (`[api] version` in `vch.toml`).

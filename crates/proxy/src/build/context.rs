@@ -1,0 +1,1 @@
+//! Reading a build context as it streams (placeholder: being written).

@@ -1,0 +1,1 @@
+//! Parsing a Dockerfile as dockerd's classic builder does (placeholder: being written).
