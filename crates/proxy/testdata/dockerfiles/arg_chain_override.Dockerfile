@@ -1,0 +1,3 @@
+ARG R=reg.example
+ARG IMG=$R/app
+FROM $IMG:1

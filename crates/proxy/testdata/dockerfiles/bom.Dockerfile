@@ -1,0 +1,1 @@
+﻿FROM reg.example/a:1

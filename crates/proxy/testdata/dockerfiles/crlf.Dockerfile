@@ -1,0 +1,4 @@
+ARG V=1
+FROM reg.example/a:$V \
+  AS x
+FROM x

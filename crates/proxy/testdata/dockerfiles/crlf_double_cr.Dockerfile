@@ -1,0 +1,3 @@
+FROM reg.example/a:1 \
+AS x
+FROM x

@@ -1,0 +1,2 @@
+ARG E=
+FROM reg.example/a:${E:-d}${U:-u}${E:+p}${U:+q}

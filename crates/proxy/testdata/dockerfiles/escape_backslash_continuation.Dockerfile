@@ -1,0 +1,4 @@
+# escape=\
+FROM reg.example/a:1 \
+  AS b
+FROM b

@@ -1,0 +1,2 @@
+FROM reg.example/a:1 AS x\\
+FROM reg.example/b:1

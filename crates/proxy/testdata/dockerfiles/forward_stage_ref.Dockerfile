@@ -1,0 +1,2 @@
+FROM later
+FROM reg.example/a:1 AS later

@@ -1,0 +1,2 @@
+from reg.example/a:1 as One
+cOpY --FROM=reg.example/b:1 /f /g

@@ -1,0 +1,2 @@
+COPY f g
+FROM reg.example/a:1

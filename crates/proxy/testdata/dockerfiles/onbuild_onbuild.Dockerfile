@@ -1,0 +1,2 @@
+FROM reg.example/a:1
+ONBUILD ONBUILD COPY f g

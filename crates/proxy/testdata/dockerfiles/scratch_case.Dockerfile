@@ -1,0 +1,2 @@
+FROM scratch AS s
+FROM S

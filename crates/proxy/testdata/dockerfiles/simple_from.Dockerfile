@@ -1,0 +1,1 @@
+FROM reg.example/app:1

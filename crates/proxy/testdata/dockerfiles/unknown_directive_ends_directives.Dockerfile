@@ -1,0 +1,4 @@
+# foo=bar
+# escape=`
+FROM reg.example/a:1 `
+  AS b
