@@ -153,7 +153,6 @@ impl Audit {
     }
 
     /// Records what was read of a build's context (again as more is read).
-    #[allow(dead_code, reason = "wired in by the build flow")]
     pub(crate) fn set_build(&self, record: BuildRecord) {
         *lock(&self.build) = Some(record);
     }

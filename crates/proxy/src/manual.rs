@@ -79,13 +79,27 @@
 //! use images already in the engine, and every way in is decided: what is there was pulled,
 //! built, loaded or imported through a gate (or was there before the VCH). Deciding them by the
 //! whitelist would break `docker build -t myapp . && docker run myapp` whenever Docker Hub is not
-//! whitelisted, for no gain. When `docker run` names an image that is not there, the docker CLI
-//! pulls it first with `POST /images/create`, which the pull gate decides with the whitelist's
+//! whitelisted, for no gain (a build's `FROM` is decided: see "Builds" below). When `docker run`
+//! names an image that is not there, the docker CLI pulls it first with `POST /images/create`, which the pull gate decides with the whitelist's
 //! text (`ingress_images::*`).
 //!
-//! **Left to other work:** the build context (`FROM`, `COPY --from`, `ONBUILD` in a `POST /build`
-//! body) is read by the build gate of its own issue; until then a classic build can still pull
-//! its base images.
+//! **Builds** (`build` module): the context is read as it streams, the Dockerfile found and
+//! parsed as dockerd does, and every `FROM`, `COPY --from` image and base `ONBUILD` trigger
+//! decided before dockerd receives the body. A `FROM` is decided even when the engine already has
+//! the image: the classic builder pulls a base it no longer finds, and the upload can last long
+//! enough for a `docker rmi` beside it to make a decided-local base a pull. Tag images built for
+//! reuse with a whitelisted registry's name (`-t reg.example.com/team/base:1`).
+//!
+//! | bypass | closed by | test |
+//! |---|---|---|
+//! | two `Dockerfile` entries, the second naming another registry | the last entry wins, as in dockerd's untar; a replacement after release is decided before its last bytes are forwarded | `build::*` |
+//! | `Dockerfile` a symlink or hard link to another entry; a parent directory a symlink | resolved inside the context as dockerd's chrooted untar and scoped symlink evaluation do | `build::context::tests` |
+//! | only a lowercase `dockerfile` | dockerd's fallback, for the default name only | `build::context::tests` |
+//! | `dockerfile=sub/../Dockerfile`, `.dockerignore` naming it | normalised as dockerd joins it; `.dockerignore` is applied after dockerd reads it | `build::*` |
+//! | `# escape=` and continued `FROM` lines, heredocs with `FROM` lines in them | both parsers in the field (20.10's and the current one), the union decided | `build::dockerfile::tests`, corpus |
+//! | `buildargs` overriding an `ARG` default, proxy args (`HTTP_PROXY`) in `FROM` | expanded with the meta args as dockerd does | corpus |
+//! | `COPY --from=image`, an `ONBUILD COPY --from` in a base or an earlier stage | decided; a base's triggers read from the engine (pulled first when missing) | `build::*` |
+//! | BuildKit (`version=2`, `/session`, `/grpc`) | refused | `gate::tests` |
 //!
 //! **Rollbacks:** `POST /services/{id}/update?rollback=previous` deploys the service's previous
 //! spec, whatever the body says. That spec may come from before a narrowing, or from a way in

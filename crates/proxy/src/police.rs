@@ -37,7 +37,6 @@ pub(crate) enum Forwarded {
     /// The client's body, streamed: the gate decided on the head alone.
     Stream(Incoming),
     /// A build context, streamed while it is read (see [`crate::build`]).
-    #[allow(dead_code, reason = "wired in by the build flow")]
     Build(crate::build::Upload),
 }
 
@@ -45,11 +44,12 @@ pub(crate) enum Forwarded {
 pub(crate) async fn police(
     settings: &Settings,
     gate: Gate,
-    endpoint: &str,
+    routed: &crate::route::Routed,
     parts: &hyper::http::request::Parts,
     body: Incoming,
     audit: &std::sync::Arc<Audit>,
 ) -> Policed {
+    let endpoint = routed.endpoint.as_str();
     if is_form_body(&parts.headers) {
         // dockerd merges a form body into the parameters ahead of the query string: one request
         // would then mean two things.
@@ -85,7 +85,8 @@ pub(crate) async fn police(
         // A build from the client's context: the context is read as it streams.
         Ok(Ask::Nothing) if gate == Gate::Build => {
             if let Forwarded::Stream(body) = forwarded {
-                return crate::build::police(settings, parts, &form, body, audit).await;
+                return crate::build::police(settings, routed.version, parts, &form, body, audit)
+                    .await;
             }
             Ask::Nothing
         }

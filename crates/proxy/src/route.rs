@@ -113,12 +113,28 @@ impl Refusal {
             Refusal::TooOld { version, floor } => format!(
                 "client version {version} is too old. Minimum supported API version is {floor}, please upgrade your client to a newer version"
             ),
+            Refusal::NotFound(version) if is_buildkit_route(path) => format!(
+                "page not found: {method} {path} is not part of Docker API v{version}: {}",
+                crate::gate::BUILDKIT_UNSUPPORTED
+            ),
             Refusal::NotFound(version) => {
                 format!("page not found: {method} {path} is not part of Docker API v{version}")
             }
             Refusal::BadPath => format!("invalid request path {path:?}"),
         }
     }
+}
+
+/// BuildKit's own routes (`/session`, `/grpc`, at any version): their refusal says why and what
+/// to do, as the build gate's does.
+fn is_buildkit_route(path: &str) -> bool {
+    let rest = path.trim_start_matches('/');
+    let rest = match rest.split_once('/') {
+        Some((first, after)) if first.starts_with('v') => after,
+        _ => rest,
+    };
+    let rest = rest.trim_end_matches('/');
+    rest == "session" || rest == "grpc" || rest.starts_with("grpc/")
 }
 
 /// One segment of a route pattern.
@@ -561,6 +577,27 @@ pub fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buildkit_routes_are_refused_with_the_classic_builder_hint() {
+        for path in [
+            "/session",
+            "/v1.41/session",
+            "/grpc",
+            "/v1.44/grpc/",
+            "/grpc/x",
+        ] {
+            let refusal = route(&Method::POST, path).unwrap_err();
+            let message = refusal.message(&Method::POST, path);
+            assert!(message.contains("DOCKER_BUILDKIT=0"), "{path}: {message}");
+        }
+        let other = route(&Method::POST, "/v1.25/sessions").unwrap_err();
+        assert!(
+            other
+                .message(&Method::POST, "/v1.25/sessions")
+                .starts_with("page not found")
+        );
+    }
 
     #[test]
     fn patterns_have_at_most_one_many() {

@@ -142,9 +142,7 @@ impl Conn {
         let mut late_denial = None;
         let body: Body = match routed.kind {
             Kind::Policed(gate) => {
-                match police::police(settings, gate, &routed.endpoint, &parts, incoming, audit)
-                    .await
-                {
+                match police::police(settings, gate, &routed, &parts, incoming, audit).await {
                     Policed::Refuse(refusal, unread) => {
                         if let Some(body) = unread {
                             discard(body);

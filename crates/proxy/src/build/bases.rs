@@ -13,6 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use vch_policy::ImageRef;
 
+use crate::route::ApiVersion;
 use crate::upstream::Upstream;
 
 /// An inspect is one small answer.
@@ -25,9 +26,10 @@ const MAX_INSPECT: usize = 4 * 1024 * 1024;
 /// The `ONBUILD` triggers of `image` in the engine, or `None` when the engine does not have it.
 pub(crate) async fn triggers(
     upstream: &Upstream,
+    version: ApiVersion,
     image: &ImageRef,
 ) -> Result<Option<Vec<String>>, String> {
-    let path = format!("/images/{}/json", image.as_str());
+    let path = format!("/v{version}/images/{}/json", image.as_str());
     let call = call(upstream, Method::GET, &path, None);
     let (response, _driver) = tokio::time::timeout(INSPECT_TIMEOUT, call)
         .await
@@ -70,13 +72,14 @@ fn onbuild_of(inspect: &[u8]) -> Result<Vec<String>, String> {
 /// the build carried for its registry. Progress is read and dropped; an error in it fails the pull.
 pub(crate) async fn pull(
     upstream: &Upstream,
+    version: ApiVersion,
     image: &ImageRef,
     platform: &str,
     auth: Option<&str>,
 ) -> Result<(), String> {
     let tag = image.digest().or(image.tag()).unwrap_or("latest");
     let mut path = format!(
-        "/images/create?fromImage={}&tag={}",
+        "/v{version}/images/create?fromImage={}&tag={}",
         query_escape(image.name_str()),
         query_escape(tag)
     );

@@ -176,9 +176,12 @@ fn scenario(mode: Mode) {
     // build (classic builder), save, ps, rm.
     let ctx = dir.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
+    // The base is decided: the local image under the whitelisted registry's name.
+    let base = format!("{}/vch-cli/base:1", registry.addr());
+    vch.docker_ok(&["tag", &image, &base]);
     std::fs::write(
         ctx.join("Dockerfile"),
-        format!("FROM {image}\nRUN echo built > /built\n"),
+        format!("FROM {base}\nRUN echo built > /built\n"),
     )
     .unwrap();
     let built = format!("vch-built-{mode:?}").to_lowercase();

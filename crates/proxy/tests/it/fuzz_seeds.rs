@@ -193,6 +193,16 @@ fn corpus() -> SeedCorpus {
                 check: vch_proxy::go_json_check,
                 seeds: go_json_seeds(),
             },
+            SeedTarget {
+                name: "build_context",
+                check: vch_proxy::build::context::fuzz_check,
+                seeds: build_context_seeds(),
+            },
+            SeedTarget {
+                name: "dockerfile",
+                check: vch_proxy::build::dockerfile::check_invariants,
+                seeds: dockerfile_seeds(),
+            },
         ],
     )
 }
@@ -305,4 +315,82 @@ fn seeds_reach_the_gate() {
         })
         .count();
     assert!(pulls >= 4, "{pulls} seeds are pulls");
+}
+
+/// The Dockerfile corpus (`testdata/dockerfiles/`) as the `dockerfile` target reads it: build args
+/// as `NAME=VALUE` lines (`NAME` alone for a null), a NUL, the Dockerfile.
+fn dockerfile_seeds() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dockerfiles");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("testdata/dockerfiles")
+        .map(|e| e.expect("a corpus entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "Dockerfile"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|path| {
+            let dockerfile = std::fs::read_to_string(path).expect("a UTF-8 Dockerfile");
+            let args = std::fs::read_to_string(path.with_extension("buildargs"))
+                .map(|json| {
+                    let map: serde_json::Map<String, Value> =
+                        serde_json::from_str(&json).expect("buildargs JSON");
+                    map.iter()
+                        .map(|(k, v)| match v.as_str() {
+                            Some(v) => format!("{k}={v}\n"),
+                            None => format!("{k}\n"),
+                        })
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            format!("{args}\0{dockerfile}")
+        })
+        .collect()
+}
+
+/// Small build contexts as the `build_context` target reads them: a first byte that picks the
+/// `dockerfile` parameter and the piece size (ASCII here: the default parameter or `Dockerfile`),
+/// then a plain tar (ASCII names and contents keep the seed UTF-8).
+fn build_context_seeds() -> Vec<String> {
+    use crate::build::{Entry, tar};
+    let df: &[u8] = b"FROM reg.example.com/base:1\n";
+    let evil: &[u8] = b"FROM evil.example/x\n";
+    let contexts: Vec<Vec<u8>> = vec![
+        tar(&[Entry::File("Dockerfile", df)]),
+        tar(&[
+            Entry::File("Dockerfile", df),
+            Entry::File("Dockerfile", evil),
+        ]),
+        tar(&[Entry::File("dockerfile", evil)]),
+        tar(&[
+            Entry::Symlink("Dockerfile", "real/df"),
+            Entry::File("real/df", evil),
+        ]),
+        tar(&[
+            Entry::File("real/df", evil),
+            Entry::Symlink("Dockerfile", "/real/../real/df"),
+        ]),
+        tar(&[
+            Entry::File("a", evil),
+            Entry::HardLink("Dockerfile", "a"),
+            Entry::File("a", df),
+        ]),
+        tar(&[
+            Entry::Symlink("sub", "/"),
+            Entry::File("sub/Dockerfile", evil),
+        ]),
+        tar(&[
+            Entry::File(".dockerignore", b"Dockerfile\n"),
+            Entry::File("Dockerfile", evil),
+        ]),
+    ];
+    let mut seeds = Vec::new();
+    for (i, context) in contexts.into_iter().enumerate() {
+        for first in [b'\x05', b'G'] {
+            let mut seed = vec![first];
+            seed.extend_from_slice(&context);
+            seeds.push(String::from_utf8(seed).unwrap_or_else(|_| panic!("context {i} is UTF-8")));
+        }
+    }
+    seeds
 }

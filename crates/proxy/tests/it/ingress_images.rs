@@ -1,6 +1,6 @@
 //! The ingress gate on image routes, driven by the real docker CLI through the VCH to a real
 //! dockerd and real registries: push, search, load, import, remote builds, pulls, and what is not
-//! decided (tag, commit, run, local builds); audit mode, audit records and `docker info`.
+//! decided (tag, commit, run; a build's base is); audit mode, audit records and `docker info`.
 //!
 //! Each denial is shown three ways: the CLI prints the spec's exact message, dockerd's debug log
 //! has no `Calling …` line for the request, and the denied registry (or HTTP server) was never
@@ -530,13 +530,17 @@ fn build_from_a_remote_context_is_refused_in_whitelist_mode() {
         Vec::<String>::new()
     );
 
-    // The CLI form: the CLI fetches the URL, dockerd gets a body and no `remote=`.
-    vch.docker_ok(&["build", "-q", "-t", "vch-remote:cli", &url]);
+    // The CLI form: the CLI fetches the URL and sends the context as the body, without
+    // `remote=`: the build gate reads it, and its `FROM` (a Docker Hub name) is decided.
+    docker_denied(
+        &vch,
+        &["build", "-q", "-t", "vch-remote:cli", &url],
+        &unauthorized("docker.io"),
+    );
     assert_eq!(server.requests().len(), 1);
-    let calls = calls_since(&dockerd, from, "POST", "/build");
-    assert!(
-        calls.len() == 1 && !calls[0].contains("remote="),
-        "{calls:?}"
+    assert_eq!(
+        calls_since(&dockerd, from, "POST", "/build"),
+        Vec::<String>::new()
     );
 
     // Whitelist mode off: dockerd fetches the context.
@@ -560,10 +564,11 @@ fn build_from_a_remote_context_is_refused_in_whitelist_mode() {
     assert_eq!(label, "yes\n");
 }
 
-/// Tag, commit, run and local builds use images already in the engine: not decided, so they work
-/// with a whitelist that does not hold Docker Hub (where their unqualified names would be from).
+/// Tag, commit and run use images already in the engine: not decided, so they work with a
+/// whitelist that does not hold Docker Hub (where their unqualified names would be from). A
+/// build's base is decided, local or not.
 #[test]
-fn tag_commit_run_and_local_builds_are_not_decided() {
+fn tag_commit_and_run_are_not_decided_build_bases_are() {
     let dockerd = dockerd();
     let image = TestImage::busybox(&dockerd).unwrap();
     let a = Registry::start().unwrap();
@@ -592,13 +597,29 @@ fn tag_commit_run_and_local_builds_are_not_decided() {
         "committed\n"
     );
 
+    // A build's base is decided even when the engine has it (the classic builder pulls a base
+    // it no longer finds): a local image under a Docker Hub name is refused, the same image
+    // tagged with the whitelisted registry's name builds without a pull.
     let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().to_str().unwrap();
     std::fs::write(
         dir.path().join("Dockerfile"),
         format!("FROM {image}\nRUN echo built > /built\n"),
     )
     .unwrap();
-    vch.docker_ok(&["build", "-q", "-t", "myapp", dir.path().to_str().unwrap()]);
+    docker_denied(
+        &vch,
+        &["build", "-q", "-t", "myapp", ctx],
+        &unauthorized("docker.io"),
+    );
+    let base = format!("{}/vch-local/base:1", a.addr());
+    vch.docker_ok(&["tag", &image, &base]);
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo built > /built\n"),
+    )
+    .unwrap();
+    vch.docker_ok(&["build", "-q", "-t", "myapp", ctx]);
     assert_eq!(vch.docker_ok(&["run", "--rm", "myapp", "true"]), "");
     assert_eq!(
         vch.docker_ok(&["run", "--rm", "myapp", "cat", "/built"]),

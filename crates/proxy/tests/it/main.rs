@@ -7,6 +7,7 @@
     reason = "a failing test should panic with its location"
 )]
 
+mod build;
 mod docker_cli;
 mod fuzz_checks;
 mod fuzz_seeds;

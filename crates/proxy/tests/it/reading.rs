@@ -835,9 +835,16 @@ fn parameters_are_read_as_go_reads_them() {
         BUILD_DENIED,
         "build",
     );
+    // No remote: the context is the body, read by the build gate (`FROM scratch` pulls nothing).
+    let context = crate::build::tar(&[crate::build::Entry::File("Dockerfile", b"FROM scratch\n")]);
     w.forwarded(
         "rd-q-build-ok",
-        &post("/v1.25/build?remote=&remote=http://evil.example/rd-q-build-ok.tar"),
+        &req(
+            "POST",
+            "/v1.25/build?remote=&remote=http://evil.example/rd-q-build-ok.tar",
+            "Content-Type: application/x-tar\r\n",
+            &context,
+        ),
     );
     w.denied(
         "rd-q-build-badesc",

@@ -185,7 +185,10 @@ fn docker_cli_at_every_version() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), format!("FROM {image}\nRUN true\n")).unwrap();
+    // The base is decided: the local image under the whitelisted registry's name.
+    let base = format!("{}/vch-versions/base:1", registry.addr());
+    dockerd.docker_ok(["tag", &image, &base]).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nRUN true\n")).unwrap();
     let ctx = ctx.to_str().unwrap();
 
     for pin in [
@@ -233,7 +236,7 @@ fn docker_cli_at_every_version() {
             "pull busybox at {pin:?}: {stderr}"
         );
 
-        // A classic build (DOCKER_BUILDKIT=0) from a local image.
+        // A classic build (DOCKER_BUILDKIT=0) from a local image on a whitelisted name.
         let tag = format!("vch-versions-built:{}", at.replace('.', "-"));
         cli_ok(&vch, pin, &["build", "-q", "-t", &tag, ctx]);
 
@@ -294,6 +297,19 @@ try:
     out["denied"] = None
 except docker.errors.APIError as e:
     out["denied"] = {"status": e.status_code, "explanation": e.explanation}
+# Builds (docker-py speaks only the classic builder): a Dockerfile from a file object, denied;
+# a gzip-compressed context from a directory, allowed (FROM scratch pulls nothing).
+import io, tempfile
+try:
+    client.images.build(fileobj=io.BytesIO(b"FROM busybox\n"), tag="vch-py-denied", rm=True)
+    out["build_denied"] = None
+except docker.errors.APIError as e:
+    out["build_denied"] = {"status": e.status_code, "explanation": e.explanation}
+with tempfile.TemporaryDirectory() as ctx:
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write("FROM scratch\nLABEL vch=docker-py\n")
+    built, _ = client.images.build(path=ctx, tag="vch-py-built", gzip=True, rm=True)
+    out["built_label"] = built.labels.get("vch")
 print(json.dumps(out))
 "#;
 
@@ -338,6 +354,14 @@ fn docker_py_negotiates_over_mutual_tls() {
             .any(|t| t == image.as_str()),
         "images.list() lacks {image}: {seen}"
     );
+    assert_eq!(seen["build_denied"]["status"], 403, "{seen}");
+    assert!(
+        seen["build_denied"]["explanation"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&unauthorized("docker.io"))),
+        "{seen}"
+    );
+    assert_eq!(seen["built_label"], "docker-py", "{seen}");
     assert_eq!(seen["denied"]["status"], 403, "{seen}");
     assert_eq!(
         seen["denied"]["explanation"],
@@ -880,8 +904,9 @@ fn buildkit_doors(raw: &Raw<'_>, mode: &str) {
         let at = format!("1.{}", minor.unwrap_or(CEILING_MINOR));
         for endpoint in ["/session", "/grpc"] {
             let path = format!("{p}{endpoint}");
-            let message = not_found("POST", &path, &at);
-            raw.refused("POST", &path, "", "", 404, &message, false);
+            // The refusal says why, as the build gate's does.
+            let message = format!("{}: {BUILDKIT_REFUSED}", not_found("POST", &path, &at));
+            raw.refused("POST", &path, "", "", 404, &message, true);
         }
         let build = format!("{p}/build");
         for query in [
