@@ -151,15 +151,9 @@ pub(crate) async fn police(
     if let Some(refusal) = conclude(settings, Gate::Build, verdicts, audit) {
         return Policed::Refuse(refusal, (!ended).then_some(body));
     }
-    let replay = match spool.replay().await {
-        Ok(replay) => replay,
-        Err(e) => {
-            let message = e.to_string();
-            return Policed::Refuse(
-                docker_error(StatusCode::INTERNAL_SERVER_ERROR, &message),
-                Some(body),
-            );
-        }
+    let (replay, body) = match replay_or_refuse(spool, body).await {
+        Ok(replayed) => replayed,
+        Err(refused) => return refused,
     };
     let (tx, rx) = mpsc::channel(4);
     let late = Arc::new(OnceLock::new());
@@ -222,6 +216,20 @@ fn unevaluable(settings: &Settings, audit: &Audit, reason: &str) -> Option<hyper
     conclude(settings, Gate::Build, vec![(verdict, Some(message))], audit)
 }
 
+/// Starts giving the spool back; a spool that cannot be read back refuses the build.
+async fn replay_or_refuse(
+    spool: Spool,
+    body: Incoming,
+) -> Result<(spool::Replay, Incoming), Policed> {
+    match spool.replay().await {
+        Ok(replay) => Ok((replay, body)),
+        Err(e) => Err(Policed::Refuse(
+            docker_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            Some(body),
+        )),
+    }
+}
+
 /// Refuses (enforce mode) or lets the rest through unread (audit mode).
 async fn refused_or_passed(
     refusal: Option<hyper::Response<Body>>,
@@ -232,15 +240,9 @@ async fn refused_or_passed(
     if let Some(refusal) = refusal {
         return Policed::Refuse(refusal, Some(body));
     }
-    let replay = match spool.replay().await {
-        Ok(replay) => replay,
-        Err(e) => {
-            let message = e.to_string();
-            return Policed::Refuse(
-                docker_error(StatusCode::INTERNAL_SERVER_ERROR, &message),
-                Some(body),
-            );
-        }
+    let (replay, body) = match replay_or_refuse(spool, body).await {
+        Ok(replayed) => replayed,
+        Err(refused) => return refused,
     };
     let (tx, rx) = mpsc::channel(4);
     let audit = Arc::clone(audit);
