@@ -56,6 +56,109 @@ pub(crate) fn write_archive(
     out(&zeros)
 }
 
+/// The Dockerfile of every generated build context: it builds with no base image and no pull
+/// (`FROM scratch`, and one instruction so that there is an image to tag).
+pub(crate) const DOCKERFILE: &[u8] = b"FROM scratch\nLABEL x=y\n";
+
+/// The file sizes of a mixed build context, drawn log-uniformly: median about 128 KiB, mean about
+/// 600 KiB, a source tree with some assets.
+pub(crate) const MIXED_SIZES: (u64, u64) = (4 << 10, 4 << 20);
+
+/// A generated build context: a `Dockerfile` (first or last) among files whose sizes are drawn
+/// log-uniformly from a range (such as [`MIXED_SIZES`]), rarely a multiple of 512, so that
+/// entries carry padding. The archive is exactly the length asked for (rounded down to a block),
+/// so an HTTP request can declare it up front.
+pub(crate) struct Context {
+    /// Entries in archive order: name and size.
+    entries: Vec<(String, u64)>,
+}
+
+impl Context {
+    /// About `size` bytes of tar (at least the Dockerfile and the two end blocks).
+    pub(crate) fn new(
+        size: u64,
+        dockerfile_last: bool,
+        (smallest, largest): (u64, u64),
+    ) -> Context {
+        const END: u64 = 2 * BLOCK;
+        let entry_len = |n: u64| BLOCK + n.div_ceil(BLOCK) * BLOCK;
+        let dockerfile = ("Dockerfile".to_owned(), DOCKERFILE.len() as u64);
+        let mut len = entry_len(dockerfile.1) + END;
+        let mut entries = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let (lo, hi) = (smallest as f64, largest as f64);
+        loop {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+            let n = if largest <= smallest {
+                smallest
+            } else {
+                (lo * (hi / lo).powf(unit)) as u64
+            };
+            if len + entry_len(n) + BLOCK > size {
+                break;
+            }
+            len += entry_len(n);
+            entries.push((Self::name(entries.len()), n));
+        }
+        // The last file fills what is left, to the block.
+        if let Some(room) = (size / BLOCK * BLOCK).checked_sub(len + BLOCK) {
+            entries.push((Self::name(entries.len()), room));
+        }
+        if dockerfile_last {
+            entries.push(dockerfile);
+        } else {
+            entries.insert(0, dockerfile);
+        }
+        Context { entries }
+    }
+
+    fn name(i: usize) -> String {
+        format!("src/m{:02}/f{i:05}.bin", i / 100)
+    }
+
+    /// The archive's length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|(_, n)| BLOCK + n.div_ceil(BLOCK) * BLOCK)
+            .sum::<u64>()
+            + 2 * BLOCK
+    }
+
+    /// How many entries it holds (the Dockerfile included).
+    pub(crate) fn entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Writes the archive in pieces of at most `content.len()`; every file holds `content`,
+    /// repeated (it must not be empty).
+    pub(crate) fn write(
+        &self,
+        out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+        content: &[u8],
+    ) -> io::Result<()> {
+        let zeros = [0u8; 2 * BLOCK as usize];
+        for (name, size) in &self.entries {
+            out(&header(name, *size))?;
+            if name == "Dockerfile" {
+                out(DOCKERFILE)?;
+            } else {
+                let mut remaining = *size;
+                while remaining > 0 {
+                    let n = remaining.min(content.len() as u64) as usize;
+                    out(&content[..n])?;
+                    remaining -= n as u64;
+                }
+            }
+            out(&zeros[..(size.div_ceil(BLOCK) * BLOCK - size) as usize])?;
+        }
+        out(&zeros)
+    }
+}
+
 /// A ustar header for a regular file, mode 0644, owned by root.
 fn header(name: &str, size: u64) -> [u8; 512] {
     let mut h = [0u8; 512];
@@ -348,6 +451,27 @@ pub(crate) fn self_check() -> Result<(), String> {
     walker.feed(&outer)?;
     if walker.finish()? != vec![2 << 20] {
         return Err("the file in a nested layer was not verified".to_owned());
+    }
+    // A build context: its declared length is what is written, and it is a valid tar.
+    for (size, last) in [(64 << 20, false), (20 << 20, true), (0, false)] {
+        let context = Context::new(size, last, MIXED_SIZES);
+        let mut bytes = Vec::new();
+        context
+            .write(
+                &mut |piece| {
+                    bytes.extend_from_slice(piece);
+                    Ok(())
+                },
+                pattern.bytes(),
+            )
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 != context.len() || (size > 4096 && context.len() != size) {
+            return Err(format!("a context of {size} bytes is {} long", bytes.len()));
+        }
+        // Every header's checksum and size add up to the two end blocks.
+        let mut walker = Walker::new(&pattern, Expect::File("(none)"));
+        walker.feed(&bytes)?;
+        walker.finish()?;
     }
     let mut corrupt = outer;
     corrupt[512 + 512 + 4096] ^= 1;
