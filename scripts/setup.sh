@@ -17,14 +17,16 @@
 #   openssl          throwaway certificates in tests, and `openssl verify` as a peer
 #   curl             a real HTTPS client against registries served with our certificates
 #   procps           pgrep: the test script checks no daemon survives the tests
-#   gzip, tar, git, ca-certificates, gcc, make: build and test tools (gcc builds aws-lc-sys)
+#   bzip2, xz-utils, zstd  compressed build contexts, made by the real tools in the build tests
+#   gzip, tar, git, ca-certificates, gcc, make: build and test tools (gcc builds aws-lc-sys and
+#                    the bundled libbzip2, liblzma and zstd of the build context reader)
 # Rust: the rustfmt and clippy components, and cargo-deny 0.20 (for ../shared/tools/deny.sh).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 packages=(
   docker.io docker-registry skopeo dnsmasq-base haproxy busybox-static wrk
-  apache2-utils openssl curl procps gzip tar git ca-certificates gcc make
+  apache2-utils openssl curl procps bzip2 xz-utils zstd gzip tar git ca-certificates gcc make
 )
 
 sudo=()
