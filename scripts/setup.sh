@@ -17,6 +17,7 @@
 #   openssl          throwaway certificates in tests, and `openssl verify` as a peer
 #   curl             a real HTTPS client against registries served with our certificates
 #   procps           pgrep: the test script checks no daemon survives the tests
+#   iproute2         ip netns/veth: a registry off loopback, where dockerd verifies TLS
 #   bzip2, xz-utils, zstd  compressed build contexts, made by the real tools in the build tests
 #   gzip, tar, git, ca-certificates, gcc, make: build and test tools (gcc builds aws-lc-sys and
 #                    the bundled libbzip2, liblzma and zstd of the build context reader)
@@ -26,7 +27,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages=(
   docker.io docker-registry skopeo dnsmasq-base haproxy busybox-static wrk
-  apache2-utils openssl curl procps bzip2 xz-utils zstd gzip tar git ca-certificates gcc make
+  apache2-utils openssl curl procps iproute2 bzip2 xz-utils zstd gzip tar git ca-certificates gcc make
 )
 
 sudo=()

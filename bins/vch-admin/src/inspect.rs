@@ -26,6 +26,7 @@ use crate::config::{
     ResolvedPaths, VchConfig, describe_mode, describe_push, describe_whitelist, push_in_force,
     whitelist_in_force,
 };
+use crate::registry::{REGISTRY_CA, REGISTRY_CERT, REGISTRY_KEY};
 
 /// How long the live check may take per step.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,7 +143,9 @@ struct Report {
 
 /// Runs `vch-admin inspect`.
 pub(crate) fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let report = if args.path.is_dir() {
+    let report = if args.path.is_dir() && is_registry_dir(&args.path) {
+        inspect_registry_dir(&args)?
+    } else if args.path.is_dir() {
         inspect_dir(&args)?
     } else {
         inspect_file(&args)?
@@ -196,6 +199,113 @@ fn inspect_dir(args: &InspectArgs) -> anyhow::Result<Report> {
     report.errors |= in_force.error.is_some();
     report.registry_in_force = Some(in_force);
     Ok(report)
+}
+
+/// A directory written by `vch-admin registry cert`: no `vch.toml`, a `registry.pem`.
+fn is_registry_dir(dir: &Path) -> bool {
+    !dir.join(crate::config::CONFIG_FILE).exists() && dir.join(REGISTRY_CERT).is_file()
+}
+
+/// Lints a `registry cert` directory as a VCH's: the CA, the served chain with its key for
+/// every name in `certs.d/` (or `--host`), and each client pair there.
+fn inspect_registry_dir(args: &InspectArgs) -> anyhow::Result<Report> {
+    let dir = &args.path;
+    let ca = dir.join(REGISTRY_CA);
+    let roots: Vec<CertificateDer<'static>> = if ca.is_file() {
+        certificates_from_pem(&read(&ca)?, &ca.display().to_string())?
+    } else {
+        Vec::new()
+    };
+    let mut files = Vec::new();
+    if ca.is_file() {
+        files.push(inspect_one("ca", &ca, None, &roots, None)?);
+    }
+    // The names clients dial: the certs.d directories, each without its port.
+    let mut certs_d: Vec<PathBuf> = match std::fs::read_dir(dir.join("certs.d")) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    certs_d.sort();
+    let mut hosts: Vec<String> = certs_d
+        .iter()
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
+        .map(host_of_certs_d_name)
+        .collect();
+    if let Some(host) = &args.host {
+        hosts = vec![host.clone()];
+    }
+    hosts.dedup();
+    let cert = dir.join(REGISTRY_CERT);
+    let key = dir.join(REGISTRY_KEY);
+    let key = key.is_file().then_some(key);
+    let mut server = inspect_one(
+        "registry",
+        &cert,
+        key.as_deref(),
+        &roots,
+        hosts.first().map(String::as_str),
+    )?;
+    for host in hosts.iter().skip(1) {
+        let more = inspect_one("registry", &cert, key.as_deref(), &roots, Some(host))?;
+        for lint in more.inspection.lints {
+            let known = server
+                .inspection
+                .lints
+                .iter()
+                .any(|l| l.code == lint.code && l.message == lint.message);
+            if !known {
+                server.inspection.lints.push(lint);
+            }
+        }
+    }
+    files.push(server);
+    for sub in &certs_d {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(sub)
+            .with_context(|| format!("cannot read {}", sub.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        let sub_ca = sub.join("ca.crt");
+        let sub_roots = if sub_ca.is_file() {
+            certificates_from_pem(&read(&sub_ca)?, &sub_ca.display().to_string())?
+        } else {
+            roots.clone()
+        };
+        for path in entries {
+            if path.extension().is_some_and(|e| e == "cert") {
+                let key = path.with_extension("key");
+                let key = key.is_file().then_some(key);
+                files.push(inspect_one(
+                    "client",
+                    &path,
+                    key.as_deref(),
+                    &sub_roots,
+                    None,
+                )?);
+            }
+        }
+    }
+    Ok(finish(
+        args.path.clone(),
+        None,
+        hosts.first().cloned(),
+        files,
+        None,
+    ))
+}
+
+/// `host` from a certs.d directory name: `host`, `host:port` or `[v6]:port`.
+fn host_of_certs_d_name(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(h, _)| h).to_owned();
+    }
+    if name.parse::<std::net::Ipv6Addr>().is_ok() {
+        return name.to_owned();
+    }
+    name.rsplit_once(':').map_or(name, |(h, _)| h).to_owned()
 }
 
 fn inspect_file(args: &InspectArgs) -> anyhow::Result<Report> {

@@ -7,6 +7,7 @@
 //! | `check IMAGE…` | decide images as pulls, or with `--push` as pushes, as a VCH would |
 //! | `update DIR` | narrow the whitelist or push list after deployment (content trust), or `--reset` |
 //! | `inspect DIR` | configuration, lists in force and certificates, with lints |
+//! | `registry cert` / `registry trust` | a private registry's TLS certificate, env file and `certs.d` trust |
 //!
 //! Exit codes: 0 success, 1 the operation found a problem (an image denied, a lint error),
 //! 2 usage or configuration error.
@@ -21,6 +22,7 @@ pub mod config;
 mod create;
 mod inspect;
 mod probe;
+mod registry;
 mod serve;
 mod update;
 
@@ -52,6 +54,8 @@ pub enum Command {
     Create(create::CreateArgs),
     /// Show a VCH's configuration and certificates with lints; exit 1 on errors.
     Inspect(inspect::InspectArgs),
+    /// Certificates and certs.d trust for a private registry served over TLS.
+    Registry(registry::RegistryArgs),
     /// Serve a VCH: the Docker API endpoint (1.24 up to its engine's version) in front of its
     /// engine.
     Serve(serve::ServeArgs),
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(args),
         Command::Create(args) => create::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Registry(args) => registry::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Update(args) => update::run(args),
     }

@@ -10,5 +10,6 @@ mod api;
 mod check;
 mod create;
 mod inspect;
+mod registry;
 mod serve;
 mod update;
