@@ -587,9 +587,20 @@ fn dockerd_pushes_and_pulls_through_certs_d_written_by_trust() {
     let out = tmp.path().join("reg");
     let mtls = tmp.path().join("reg-mtls");
     let (port, mtls_port) = (5000u16, 5001u16);
+    // A DNS name for the same address, through /etc/hosts (dockerd's resolver reads it): the
+    // certificate covers it too, and dockerd pushes by it.
+    let hosts = HostsEntry::add(&ns.ns_addr);
     run_ok(&cert_args(
         &out,
-        &["--name", &ns.ns_addr, "--port", "5000", "--new-ca"],
+        &[
+            "--name",
+            &ns.ns_addr,
+            "--dns",
+            &hosts.name,
+            "--port",
+            "5000",
+            "--new-ca",
+        ],
     ));
     run_ok(&cert_args(
         &mtls,
@@ -608,8 +619,9 @@ fn dockerd_pushes_and_pulls_through_certs_d_written_by_trust() {
     ));
     let name = format!("{}:{port}", ns.ns_addr);
     let mtls_name = format!("{}:{mtls_port}", ns.ns_addr);
+    let dns_name = format!("{}:{port}", hosts.name);
     let cleanup = CertsDCleanup {
-        names: vec![name.clone(), mtls_name.clone()],
+        names: vec![name.clone(), mtls_name.clone(), dns_name.clone()],
         created_root: !Path::new("/etc/docker/certs.d").exists(),
     };
     for n in &cleanup.names {
@@ -647,6 +659,17 @@ fn dockerd_pushes_and_pulls_through_certs_d_written_by_trust() {
     assert!(ok, "{log}\n{}", registry.log_text());
     dockerd.docker_ok(["rmi", &image]).unwrap();
     dockerd.docker_ok(["pull", &image]).unwrap();
+
+    // By the DNS name the certificate covers: refused until that name is trusted too.
+    let by_name = format!("{dns_name}/team/busybox:2");
+    dockerd.docker_ok(["tag", &busybox, &by_name]).unwrap();
+    let (ok, log) = push(&dockerd, &by_name);
+    assert!(!ok, "pushed by name before trust: {log}");
+    run_ok(&["registry", "trust", &dns_name, "--ca", ca.to_str().unwrap()]);
+    let (ok, log) = push(&dockerd, &by_name);
+    assert!(ok, "{log}\n{}", registry.log_text());
+    dockerd.docker_ok(["rmi", &by_name]).unwrap();
+    dockerd.docker_ok(["pull", &by_name]).unwrap();
 
     // Idempotent; a different CA is not installed over it without --force.
     let again = run_ok(&["registry", "trust", &name, "--ca", ca.to_str().unwrap()]);
@@ -696,7 +719,43 @@ fn dockerd_pushes_and_pulls_through_certs_d_written_by_trust() {
     drop(mtls_registry);
     drop(registry);
     drop(cleanup);
+    drop(hosts);
     drop(ns);
+}
+
+/// A line of `/etc/hosts` naming an address, removed again on drop (only that line).
+struct HostsEntry {
+    name: String,
+    line: String,
+}
+
+impl HostsEntry {
+    fn add(addr: &str) -> HostsEntry {
+        let name = format!("vch-reg-{}.test", std::process::id());
+        let line = format!("{addr} {name} # vch-admin registry test");
+        let hosts = std::fs::read_to_string("/etc/hosts").expect("/etc/hosts");
+        let mut text = hosts.clone();
+        if !text.ends_with('\n') && !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        text.push('\n');
+        std::fs::write("/etc/hosts", text).expect("/etc/hosts is writable (the test runs as root)");
+        HostsEntry { name, line }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+            let kept: String = hosts
+                .lines()
+                .filter(|l| *l != self.line)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write("/etc/hosts", kept);
+        }
+    }
 }
 
 /// Another CA certificate (from a VCH).
