@@ -3,6 +3,7 @@
 // Test code may unwrap: a panic there is a test failure with a location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod certs_d;
 mod commands;
 mod interop;
 mod proxy;
