@@ -2,9 +2,10 @@
 //!
 //! Each test gives dinv a free `-port` and, through the extra arguments, a private data root,
 //! exec root, pidfile, unix socket, config file and containerd namespace, so tests run in
-//! parallel beside any other dockerd. Each stops exactly the dinv it started with SIGTERM and
-//! checks that dinv exits with dockerd's status and that no process of that dockerd (dockerd,
-//! its containerd) survives. A dockerd that does not come up fails the test.
+//! parallel beside any other dockerd. Each stops exactly the dinv it started (SIGTERM; the
+//! signal tests SIGINT or SIGQUIT) and checks that dinv exits with dockerd's status and that
+//! no process of that dockerd (dockerd, its containerd) survives. A dockerd that does not come
+//! up fails the test.
 
 #![allow(
     clippy::unwrap_used,
@@ -259,13 +260,69 @@ impl Dinv {
         .unwrap();
     }
 
+    /// The client trio (`ca.crt`, `docker-client.crt`, `docker-client.key`) copied into a
+    /// `DOCKER_CERT_PATH`-style directory as `ca.pem`, `cert.pem`, `key.pem`.
+    fn client_cert_path(&self) -> PathBuf {
+        let dir = self.dir.path().join("client");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (from, to) in [
+            ("ca.crt", "ca.pem"),
+            ("docker-client.crt", "cert.pem"),
+            ("docker-client.key", "key.pem"),
+        ] {
+            std::fs::copy(self.certs.join(from), dir.join(to)).unwrap();
+        }
+        dir
+    }
+
+    /// The docker CLI as a `-tlsverify` user runs it: `DOCKER_HOST=tcp://HOST:PORT`,
+    /// `DOCKER_TLS_VERIFY=1`, `DOCKER_CERT_PATH=cert_path`.
+    fn docker_env(&self, host: &str, cert_path: &Path, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_HOST", format!("tcp://{host}:{}", self.port))
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", cert_path)
+            .args(args)
+            .output()
+            .expect("docker CLI runs")
+    }
+
+    fn assert_success(&self, out: &Output) {
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+    }
+
+    /// Waits until dinv's stderr (dinv's and dockerd's logs) contains `text`.
+    fn wait_for_stderr(&self, text: &str) {
+        let start = Instant::now();
+        while !self.stderr().contains(text) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no {text:?} on stderr\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGTERM to dinv; waits for it; checks that nothing of its dockerd is left.
     fn stop(&mut self) -> ExitStatus {
+        self.stop_with(Signal::TERM)
+    }
+
+    /// `sig` to dinv; waits for it; checks that nothing of its dockerd is left.
+    fn stop_with(&mut self, sig: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        signal(child.id(), Signal::TERM);
+        signal(child.id(), sig);
         let status = wait_timeout(&mut child, STOP_TIMEOUT).unwrap_or_else(|| {
             let _ = child.kill();
-            panic!("dinv did not exit after SIGTERM\n{}", self.logs())
+            panic!("dinv did not exit after {sig:?}\n{}", self.logs())
         });
         if let Some(pid) = self.dockerd_pid {
             assert!(
@@ -596,6 +653,86 @@ mod engine {
         );
         assert!(err.contains("level=debug"), "{}", tail(&err, 20));
     }
+
+    /// `-vic-ip` as an address: the new server certificate is for it, the output lists what
+    /// the certificate covers, and a verifying client reaches the engine at that address.
+    /// The stop is SIGQUIT, which dinv forwards: dockerd 20.10 answers it with a goroutine dump
+    /// and exits at once, without cleanup.
+    #[test]
+    fn vic_ip_address_is_in_the_certificate_and_sigquit_reaches_dockerd() {
+        let mut dinv = Start::new(&["-tlsverify", "-vic-ip", "127.0.0.2"]).start();
+        let pem = std::fs::read(dinv.certs.join("docker.crt")).unwrap();
+        let inspection =
+            vch_pki::inspect_pem(&pem, "docker.crt", &vch_pki::InspectOptions::default()).unwrap();
+        let leaf = &inspection.certificates[0];
+        let ips: Vec<String> = leaf.ip_addresses.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["127.0.0.2", "127.0.0.1"], "{leaf:?}");
+        assert!(leaf.dns_names.contains(&"localhost".to_owned()), "{leaf:?}");
+        // The output names exactly what the certificate covers, the -vic-ip address first.
+        let out = dinv.stdout();
+        let covers = out
+            .lines()
+            .find_map(|l| l.strip_prefix("dinv: the server certificate covers "))
+            .unwrap_or_else(|| panic!("no names listed\n{out}"));
+        assert!(covers.starts_with("127.0.0.2, "), "{covers}");
+        let mut listed: Vec<&str> = covers.split(", ").collect();
+        let mut sans: Vec<&str> = ips
+            .iter()
+            .chain(&leaf.dns_names)
+            .map(String::as_str)
+            .collect();
+        listed.sort_unstable();
+        sans.sort_unstable();
+        assert_eq!(listed, sans);
+
+        let cert_path = dinv.client_cert_path();
+        let info = dinv.docker_env("127.0.0.2", &cert_path, &["info", "--format", "{{.ID}}"]);
+        assert!(
+            info.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&info.stderr),
+            dinv.logs()
+        );
+
+        // dockerd 20.10 (cmd/dockerd trap): stack dump, then os.Exit(128 + SIGQUIT) at once.
+        // Its containerd dies with it (stop_with checks); the data root's bind mount is left
+        // behind (Drop unmounts it).
+        let status = dinv.stop_with(Signal::QUIT);
+        assert_eq!(status.code(), Some(128 + 3), "{}", dinv.logs());
+        let err = dinv.stderr();
+        assert!(
+            err.contains("goroutine 1 [")
+                && err.contains("Forcing docker daemon shutdown without cleanup on SIGQUIT")
+                && err.contains("dinv: dockerd exited: exit status: 131"),
+            "{}",
+            tail(&err, 40)
+        );
+    }
+
+    /// A `-vic-ip` name that does not resolve cannot go into a certificate: exit 1 with the
+    /// cause, nothing written and no dockerd. (`.invalid` never resolves, RFC 6761 section
+    /// 6.4; this relies on the host's resolver answering NXDOMAIN within the 2 s budget.)
+    #[test]
+    fn vic_ip_name_that_does_not_resolve_is_an_error() {
+        let mut dinv = Start::new(&["-tlsverify", "-vic-ip", "no-such-host.invalid"]).spawn();
+        let mut child = dinv.child.take().unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("dinv exits");
+        assert_eq!(status.code(), Some(1), "{}", dinv.logs());
+        let err = dinv.stderr();
+        assert!(
+            err.starts_with("dinv: cannot resolve -vic-ip no-such-host.invalid: "),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            !dinv.stdout().contains("dinv: starting"),
+            "{}",
+            dinv.stdout()
+        );
+        assert!(!dinv.certs.exists(), "TLS material written");
+        assert!(!dinv.dir.path().join("docker.pid").exists());
+        assert!(processes_under(dinv.dir.path()).is_empty());
+    }
 }
 
 mod policy_front {
@@ -638,6 +775,86 @@ mod policy_front {
             &["pull", &format!("{}/team/app:v1", allowed.addr())],
         );
         assert_eq!(dinv.stop().code(), Some(0));
+    }
+
+    /// `-whitelist-registry` with `-tlsverify`: the front asks for a client certificate from
+    /// `ca.crt` as dockerd would, then filters pulls with the VCH's denial text. SIGHUP reaches
+    /// dockerd (a configuration reload) and ends nothing; SIGINT then stops dockerd, and dinv
+    /// with it.
+    #[test]
+    fn tlsverify_front_wants_the_client_trio_and_filters_pulls() {
+        let allowed = Registry::start().unwrap();
+        let denied = Registry::start().unwrap();
+        let client = HttpClient::plain();
+        for r in [&allowed, &denied] {
+            TestImage::random("team/app", "v1")
+                .push(&client, r.url())
+                .unwrap();
+        }
+        let mut dinv = Start::new(&["-tlsverify", "-whitelist-registry", &allowed.addr()]).start();
+        let out = dinv.stdout();
+        assert!(out.contains("(tlsverify)"), "{out}");
+        assert!(!out.contains("tcp://") && !out.contains("--tls"), "{out}");
+        let cert_path = dinv.client_cert_path();
+
+        // Without a client certificate: the handshake fails.
+        let ca = cert_path.join("ca.pem").display().to_string();
+        let no_cert = dinv.docker("127.0.0.1", &["--tlsverify", "--tlscacert", &ca], &["info"]);
+        let err = String::from_utf8_lossy(&no_cert.stderr);
+        assert!(
+            !no_cert.status.success(),
+            "served without a client certificate"
+        );
+        assert!(err.contains("tls: certificate required"), "{err}");
+        let ca_only = dinv.dir.path().join("ca-only");
+        std::fs::create_dir(&ca_only).unwrap();
+        std::fs::copy(&ca, ca_only.join("ca.pem")).unwrap();
+        let no_cert = dinv.docker_env("127.0.0.1", &ca_only, &["info"]);
+        let err = String::from_utf8_lossy(&no_cert.stderr);
+        assert!(
+            !no_cert.status.success(),
+            "served without a client certificate"
+        );
+        assert!(err.contains("tls: certificate required"), "{err}");
+        assert!(dinv.stderr().contains("peer sent no certificates"));
+
+        // With the trio: served, and filtered.
+        dinv.assert_success(&dinv.docker_env("localhost", &cert_path, &["info"]));
+        let no = dinv.docker_env(
+            "127.0.0.1",
+            &cert_path,
+            &["pull", &format!("{}/team/app:v1", denied.addr())],
+        );
+        assert!(
+            !no.status.success(),
+            "pull from off the whitelist succeeded"
+        );
+        let err = String::from_utf8_lossy(&no.stderr);
+        let denial = format!(
+            "Access denied to unauthorized registry ({}) while VCH is in whitelist mode",
+            denied.addr()
+        );
+        assert!(err.contains(&denial), "{err}");
+        dinv.assert_success(&dinv.docker_env(
+            "127.0.0.1",
+            &cert_path,
+            &["pull", &format!("{}/team/app:v1", allowed.addr())],
+        ));
+
+        // SIGHUP: dockerd reloads its configuration; dinv, dockerd and the front stay.
+        let dockerd = dinv.dockerd_pid.expect("dockerd's pid");
+        signal(dinv.child.as_ref().unwrap().id(), Signal::HUP);
+        dinv.wait_for_stderr("Got signal to reload configuration");
+        assert!(dinv.child.as_mut().unwrap().try_wait().unwrap().is_none());
+        assert!(Path::new(&format!("/proc/{dockerd}")).exists());
+        dinv.assert_success(&dinv.docker_env("127.0.0.1", &cert_path, &["info"]));
+
+        assert_eq!(
+            dinv.stop_with(Signal::INT).code(),
+            Some(0),
+            "{}",
+            dinv.logs()
+        );
     }
 
     #[test]
