@@ -10,7 +10,9 @@
 //! | push | empty (`push = []`, `--no-push`) | nothing: every push is denied |
 //!
 //! With `--config`, the lists in force are the narrowed ones `vch-admin update` wrote, when
-//! there are; flags add to the lists in force.
+//! there are; flags add to the lists in force. With `--project NAME` (which needs `--config`),
+//! an image the list above allows is decided by the project's `[projects.NAME]` list too, as the
+//! VCH decides for that project's clients; a denial names the project.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +62,10 @@ pub struct CheckArgs {
     /// No pushes at all (an empty push list), whatever the config file says.
     #[arg(long, conflicts_with = "push_registry")]
     pub no_push: bool,
+    /// Decide as the VCH does for this project's clients: its `[projects.NAME]` list narrows
+    /// the lists in force.
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub project: Option<String>,
     /// One JSON object per image on stdout.
     #[arg(long)]
     pub json: bool,
@@ -98,6 +104,10 @@ enum Decider<'a> {
 pub(crate) fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = effective_config(&args)?;
     let rules = config.compile_rules(Path::new("."))?;
+    let project = match &args.project {
+        Some(name) => Some((name.as_str(), read_project(&args, name, &rules.pull)?)),
+        None => None,
+    };
     for warning in rules.pull.warnings() {
         eprintln!("vch-admin: warning: {warning}");
     }
@@ -142,11 +152,23 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 Ok(reference) => {
                     match decider {
                         Decider::Whitelist(policy) => {
-                            let decision = decide(policy, reference, &mut dns, &config).await?;
+                            let mut decision = decide(policy, reference, &mut dns, &config).await?;
+                            if let (true, Some((_, list))) = (decision.is_allowed(), &project) {
+                                let narrowed = decide(list, reference, &mut dns, &config).await?;
+                                if !narrowed.is_allowed() {
+                                    decision = narrowed;
+                                }
+                            }
                             row(image, action, reference, &decision)
                         }
                         Decider::PushList(push, pull) => {
-                            let decision = decide(push, reference, &mut dns, &config).await?;
+                            let mut decision = decide(push, reference, &mut dns, &config).await?;
+                            if let (true, Some((_, list))) = (decision.is_allowed(), &project) {
+                                let narrowed = decide(list, reference, &mut dns, &config).await?;
+                                if !narrowed.is_allowed() {
+                                    decision = narrowed;
+                                }
+                            }
                             // A push list is exact, but the insecure list still says how the
                             // registry is reached.
                             let insecure = decision.is_allowed()
@@ -157,6 +179,10 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             };
+            let mut row = row;
+            if let (false, Some((name, _))) = (row.allowed, &project) {
+                row.reason = format!("{} (project {name})", row.reason);
+            }
             rows.push(row);
         }
         Ok::<_, vch_policy::Error>(rows)
@@ -389,4 +415,37 @@ pub(crate) fn read_config(path: Option<&Path>) -> anyhow::Result<RegistryConfig>
             .try_into()
             .with_context(|| format!("invalid [registry] section in {}", path.display())),
     }
+}
+
+/// The `[projects.NAME]` list of the `--config` file, compiled as `serve` does; a name the file
+/// does not have is a usage error.
+fn read_project(args: &CheckArgs, name: &str, whitelist: &Policy) -> anyhow::Result<Policy> {
+    let path = args.config.as_deref().context("--project needs --config")?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    let config: std::collections::BTreeMap<String, crate::config::ProjectConfig> =
+        match table.remove("projects") {
+            None => Default::default(),
+            Some(section) => section
+                .try_into()
+                .with_context(|| format!("invalid [projects] in {}", path.display()))?,
+        };
+    let Some(project) = config.get_key_value(name) else {
+        anyhow::bail!("{} has no [projects.{name}]", path.display());
+    };
+    let config = std::collections::BTreeMap::from([(project.0.clone(), project.1.clone())]);
+    let (projects, warnings) = crate::project::compile(&config, whitelist)?;
+    for line in warnings
+        .iter()
+        .filter(|l| l.contains(&format!("project {name}:")))
+    {
+        eprintln!("{line}");
+    }
+    projects
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(|p| p.list)
+        .context("invariant: a project in the file compiles")
 }

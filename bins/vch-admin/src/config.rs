@@ -41,6 +41,7 @@
 //! Writers replace the file atomically ([`write_atomic`]): a reader, such as `serve` on SIGHUP,
 //! sees the old file or the new one, never a half-written one.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
@@ -85,6 +86,55 @@ pub struct VchConfig {
     /// Client TLS towards a `tcp://` engine that requires it (`dockerd --tlsverify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_tls: Option<DockerTls>,
+    /// `[[client]]`: the client certificates `vch-admin client add` issued.
+    #[serde(default, rename = "client", skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientEntry>,
+    /// `[projects.NAME]`: each project's registry list, inside the VCH whitelist.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub projects: BTreeMap<String, ProjectConfig>,
+}
+
+/// One `[[client]]`: a client certificate issued from the VCH's CA by `vch-admin client add`.
+///
+/// ```toml
+/// [[client]]
+/// name = "alice"
+/// project = "team-a"                         # also the certificate's subject OU
+/// sha256 = "3f0c…"                           # lower-case hex, no colons
+/// serial = "5a:1f:…"                         # what the CRL lists once revoked
+/// expires = "2029-03-11T09:22:25Z"
+/// revoked = "2026-12-06T10:02:11Z"           # absent while the certificate is valid
+/// ```
+///
+/// A name may appear more than once, but at most one entry per name is not revoked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// The client's name (the certificate's common name).
+    pub name: String,
+    /// The project it belongs to (also in the certificate's subject), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The certificate's SHA-256 fingerprint, hex.
+    pub sha256: String,
+    /// The certificate's serial number, colon-separated hex.
+    #[serde(default)]
+    pub serial: String,
+    /// End of the certificate's validity, RFC 3339.
+    #[serde(default)]
+    pub expires: String,
+    /// When `vch-admin client revoke` revoked it, RFC 3339; absent while valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<String>,
+}
+
+/// One `[projects.NAME]`: the registries the project's clients may use, inside the whitelist.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Entries in the whitelist's syntax (namespaces included: `reg.example.com/team-a`).
+    #[serde(default)]
+    pub registries: Vec<String>,
 }
 
 /// The `[build]` section. A build's upload is held back until its Dockerfile has been found in the
@@ -518,6 +568,8 @@ mod tests {
             api: ApiConfig::default(),
             build: BuildConfig::default(),
             docker_tls: None,
+            clients: Vec::new(),
+            projects: BTreeMap::new(),
         }
     }
 

@@ -221,6 +221,7 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
     let env_text = env.env_file()?;
 
     let mut notes = Vec::new();
+    let mut clients = Vec::new();
     let (mut files, tls, has_ca, has_client) = if mode == TlsMode::None {
         let tls = TlsConfig {
             mode,
@@ -232,6 +233,11 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
     } else {
         let bundle = certificates(args, mode, &hosts, &mut notes)?;
         let has_client = bundle.client.is_some();
+        // The client certificate made here is listed like those of `client add`, so that
+        // `client revoke` can take it back too.
+        if let Some((cert, _)) = &bundle.client {
+            clients.push(listed_client(cert)?);
+        }
         let tls = TlsConfig {
             mode,
             ca: bundle.ca_cert.as_ref().map(|_| "ca.pem".into()),
@@ -253,6 +259,8 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         },
         build: BuildConfig::default(),
         docker_tls: None,
+        clients,
+        projects: std::collections::BTreeMap::new(),
     };
     files.push(PlannedFile::public(format!("{}.env", args.name), env_text));
     files.push(PlannedFile::public(CONFIG_FILE, config.to_toml()?));
@@ -507,4 +515,32 @@ fn print_summary(plan: &Plan, written: &[PathBuf]) {
             .map(|l| format!("  {l}\n"))
             .collect::<String>()
     );
+}
+
+/// The `[[client]]` entry of a client certificate: its common name, fingerprint, serial, expiry.
+fn listed_client(cert_pem: &str) -> anyhow::Result<crate::config::ClientEntry> {
+    let info = vch_pki::inspect_pem(
+        cert_pem.as_bytes(),
+        "cert.pem",
+        &vch_pki::InspectOptions::default(),
+    )?
+    .certificates
+    .into_iter()
+    .next()
+    .context("internal error: the client certificate cannot be read back")?;
+    let name = info
+        .subject
+        .split(',')
+        .map(str::trim)
+        .find_map(|part| part.strip_prefix("CN="))
+        .unwrap_or("client")
+        .to_owned();
+    Ok(crate::config::ClientEntry {
+        name,
+        project: None,
+        sha256: info.sha256.replace(':', "").to_ascii_lowercase(),
+        serial: info.serial,
+        expires: info.not_after,
+        revoked: None,
+    })
 }

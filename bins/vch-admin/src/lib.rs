@@ -6,6 +6,8 @@
 //! | `serve DIR` | the Docker API endpoint (1.24 up to the engine's version, or the pin) in front of the VCH's engine; SIGHUP reloads `vch.toml` |
 //! | `check IMAGE…` | decide images as pulls, or with `--push` as pushes, as a VCH would |
 //! | `update DIR` | narrow the whitelist or push list after deployment (content trust), or `--reset` |
+//! | `project set DIR NAME` | a project's registry list: its clients (certificate OU) are held to it inside the whitelist |
+//! | `client add\|ls\|revoke DIR` | client certificates from the VCH's CA, one project each (subject OU); revocation writes `crl.pem` |
 //! | `inspect DIR` | configuration, lists in force and certificates, with lints |
 //! | `registry cert` / `registry trust` | a private registry's TLS certificate, env file and `certs.d` trust |
 //!
@@ -18,10 +20,12 @@
 )]
 
 mod check;
+mod client;
 pub mod config;
 mod create;
 mod inspect;
 mod probe;
+mod project;
 mod registry;
 mod serve;
 mod update;
@@ -50,10 +54,14 @@ pub struct Cli {
 pub enum Command {
     /// Decide whether images may be pulled (or, with --push, pushed) under a registry policy.
     Check(check::CheckArgs),
+    /// Client certificates for a VCH: add (for a project), ls, revoke.
+    Client(client::ClientArgs),
     /// Create a VCH directory: certificates, an env file and vch.toml.
     Create(create::CreateArgs),
     /// Show a VCH's configuration and certificates with lints; exit 1 on errors.
     Inspect(inspect::InspectArgs),
+    /// Per-project registry lists: a project's clients are held to its list inside the whitelist.
+    Project(project::ProjectArgs),
     /// Certificates and certs.d trust for a private registry served over TLS.
     Registry(registry::RegistryArgs),
     /// Serve a VCH: the Docker API endpoint (1.24 up to its engine's version) in front of its
@@ -67,8 +75,10 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Client(args) => client::run(args),
         Command::Create(args) => create::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Project(args) => project::run(args),
         Command::Registry(args) => registry::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Update(args) => update::run(args),

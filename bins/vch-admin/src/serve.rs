@@ -42,7 +42,7 @@ use vch_pki::TlsMode;
 use vch_policy::{EnforcementMode, Policy};
 use vch_proxy::{
     AUDITED_API_VERSION, ApiRange, ApiVersion, EngineApi, Handle, Listen, MIN_API_VERSION, Options,
-    Server, Settings, Upstream, server_tls,
+    Server, Settings, Upstream, server_tls, server_tls_with_crl,
 };
 
 use crate::config::VchConfig;
@@ -289,8 +289,16 @@ fn load(dir: &Path) -> anyhow::Result<(VchConfig, Settings)> {
         None => None,
     };
     let upstream = Upstream::parse(&config.docker_host, engine_tls)?;
-    let mut settings = Settings::new(upstream, Policy::empty())
-        .with_rules(rules)
+    let (projects, warnings) = crate::project::compile(&config.projects, &rules.pull)
+        .with_context(|| format!("[projects] in {}", paths.config_file.display()))?;
+    for line in warnings {
+        eprintln!("{line}");
+    }
+    let mut settings = Settings::new(upstream, Policy::empty()).with_rules(rules);
+    for project in projects {
+        settings = settings.with_project(&project.name, project.list);
+    }
+    let mut settings = settings
         .with_api_version(config.api.version)
         .with_build_spool(vch_proxy::BuildSpool {
             dir: dir.to_owned(),
@@ -307,11 +315,16 @@ fn load(dir: &Path) -> anyhow::Result<(VchConfig, Settings)> {
             &files("key", &paths.key)?,
             None,
         )?),
-        TlsMode::TlsVerify => settings.with_tls(server_tls(
-            &files("cert", &paths.cert)?,
-            &files("key", &paths.key)?,
-            Some(&files("ca", &paths.ca)?),
-        )?),
+        TlsMode::TlsVerify => {
+            // Written by `vch-admin client revoke`; re-read on every SIGHUP.
+            let crl = dir.join(crate::client::CRL_FILE);
+            settings.with_tls(server_tls_with_crl(
+                &files("cert", &paths.cert)?,
+                &files("key", &paths.key)?,
+                Some(&files("ca", &paths.ca)?),
+                crl.is_file().then_some(crl.as_path()),
+            )?)
+        }
         other => anyhow::bail!("TLS mode {other} is not supported by serve"),
     };
     let settings = settings.with_dns(&config.registry.dns)?;

@@ -83,6 +83,26 @@ pub enum Error {
         /// Why it cannot be reproduced.
         reason: String,
     },
+    /// A subject attribute cannot be written.
+    #[error("invalid subject attribute {value:?}: {reason}")]
+    InvalidSubject {
+        /// The value as given.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A serial number is not hex (`0a:1b:…` or `0a1b…`).
+    #[error("invalid certificate serial number {serial:?}: expected hex bytes, colons allowed")]
+    Serial {
+        /// The serial as given.
+        serial: String,
+    },
+    /// A file holds no `X509 CRL` section.
+    #[error("no certificate revocation list found in {source_name}")]
+    NoCrl {
+        /// Where the PEM came from.
+        source_name: String,
+    },
     /// A host name or IP address is not usable as a subjectAltName.
     #[error("invalid host name {host:?}: {reason}")]
     InvalidHost {

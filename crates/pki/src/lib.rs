@@ -14,7 +14,7 @@ mod tls;
 // The API.
 pub use ca::{
     BACKDATE, CaOptions, CertificateAuthority, DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, IssuedCert,
-    LeafOptions, Profile,
+    LeafOptions, Profile, Revocation,
 };
 pub use env::{DockerEnv, TlsMode, shell_quote};
 pub use error::{Error, Result};
@@ -33,7 +33,8 @@ pub use pem::{certificates_from_pem, der_to_pem};
 pub use rustls_pki_types::CertificateDer;
 #[cfg(feature = "rustls")]
 pub use tls::{
-    ClientAuth, client_config, load_certificates, load_private_key, provider, server_config,
+    ClientAuth, client_config, load_certificates, load_crls, load_private_key, provider,
+    server_config,
 };
 #[cfg(feature = "connect")]
 pub use tls::{Handshake, check_connection};

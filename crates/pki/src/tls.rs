@@ -7,7 +7,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
 use crate::inspect::spki_matches;
@@ -42,6 +42,23 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     })
 }
 
+/// Reads every certificate revocation list (`X509 CRL` section) from a PEM file; a file with
+/// none is an error.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let name = path.display().to_string();
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Pem {
+            source_name: name.clone(),
+            reason: e.to_string(),
+        })?;
+    if crls.is_empty() {
+        return Err(Error::NoCrl { source_name: name });
+    }
+    Ok(crls)
+}
+
 fn root_store(ca_path: &Path) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for cert in load_certificates(ca_path)? {
@@ -61,6 +78,12 @@ pub enum ClientAuth<'a> {
     Required {
         /// The CA file (`ca.pem`).
         ca: &'a Path,
+        /// A PEM file of certificate revocation lists (`crl.pem`) issued by that CA: a client
+        /// certificate listed there is refused at the handshake (alert `certificate_revoked`).
+        /// Only end-entity certificates are checked, and a client certificate whose issuer has
+        /// no CRL in the file is refused, so a CRL file from another CA locks every client out
+        /// rather than letting revoked ones in. An expired CRL is still used.
+        crl: Option<&'a Path>,
     },
     /// Any client may connect (server-only TLS, `--no-tlsverify`).
     None,
@@ -86,14 +109,18 @@ pub fn server_config(
             source,
         })?;
     let builder = match client_auth {
-        ClientAuth::Required { ca } => {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(ca)?), provider)
-                    .build()
-                    .map_err(|e| Error::ClientVerifier {
-                        path: ca.to_owned(),
-                        reason: e.to_string(),
-                    })?;
+        ClientAuth::Required { ca, crl } => {
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(ca)?), provider);
+            if let Some(crl) = crl {
+                verifier = verifier
+                    .with_crls(load_crls(crl)?)
+                    .only_check_end_entity_revocation();
+            }
+            let verifier = verifier.build().map_err(|e| Error::ClientVerifier {
+                path: ca.to_owned(),
+                reason: e.to_string(),
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
         ClientAuth::None => builder.with_no_client_auth(),
@@ -367,6 +394,7 @@ mod tests {
                 &d.join("server-key.pem"),
                 ClientAuth::Required {
                     ca: &d.join("ca.pem"),
+                    crl: None,
                 },
             )
             .unwrap()
@@ -421,6 +449,86 @@ mod tests {
             check_connection(&addr, "elsewhere.example", Arc::new(client), timeout).unwrap_err();
         assert!(err.to_string().contains("handshake"), "{err}");
         h.join().unwrap();
+    }
+
+    #[test]
+    fn a_crl_refuses_the_revoked_client_at_the_handshake_and_no_other() {
+        use crate::ca::Revocation;
+        use crate::inspect::{InspectOptions, inspect_pem};
+
+        let dir = vch_dir();
+        let d = dir.path();
+        let ca = CertificateAuthority::from_pem(
+            &std::fs::read_to_string(d.join("ca.pem")).unwrap(),
+            &std::fs::read_to_string(d.join("ca-key.pem")).unwrap(),
+        )
+        .unwrap();
+        let mut revoked = LeafOptions::client("mallory");
+        revoked.organizational_unit = Some("team-a".to_owned());
+        let revoked = ca.issue(&revoked).unwrap();
+        std::fs::write(d.join("mallory.pem"), revoked.cert_pem()).unwrap();
+        std::fs::write(d.join("mallory-key.pem"), revoked.key().to_pem()).unwrap();
+        let info = inspect_pem(
+            revoked.cert_pem().as_bytes(),
+            "mallory.pem",
+            &InspectOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(info.certificates[0].subject, "OU=team-a, CN=mallory");
+        let entry =
+            Revocation::from_serial_hex(&info.certificates[0].serial, std::time::SystemTime::now())
+                .unwrap();
+        let crl = ca.revocation_list(&[entry], 30).unwrap();
+        assert!(crl.starts_with("-----BEGIN X509 CRL-----"), "{crl}");
+        std::fs::write(d.join("crl.pem"), crl).unwrap();
+
+        let server = || {
+            server_config(
+                &d.join("server-cert.pem"),
+                &d.join("server-key.pem"),
+                ClientAuth::Required {
+                    ca: &d.join("ca.pem"),
+                    crl: Some(&d.join("crl.pem")),
+                },
+            )
+            .unwrap()
+        };
+        let timeout = Duration::from_secs(5);
+        let (addr, h) = serve_once(server());
+        let good = client_config(
+            &d.join("ca.pem"),
+            Some((&d.join("cert.pem"), &d.join("key.pem"))),
+        )
+        .unwrap();
+        let hs = check_connection(&addr, "localhost", Arc::new(good), timeout).unwrap();
+        assert_eq!(hs.ping_status, "HTTP/1.1 200 OK");
+        h.join().unwrap();
+
+        let (addr, h) = serve_once(server());
+        let bad = client_config(
+            &d.join("ca.pem"),
+            Some((&d.join("mallory.pem"), &d.join("mallory-key.pem"))),
+        )
+        .unwrap();
+        let err = check_connection(&addr, "localhost", Arc::new(bad), timeout).unwrap_err();
+        assert!(err.to_string().contains("CertificateRevoked"), "{err}");
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn a_crl_file_without_a_crl_is_refused() {
+        let dir = vch_dir();
+        let d = dir.path();
+        let err = server_config(
+            &d.join("server-cert.pem"),
+            &d.join("server-key.pem"),
+            ClientAuth::Required {
+                ca: &d.join("ca.pem"),
+                crl: Some(&d.join("ca.pem")),
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::NoCrl { .. }), "{err}");
     }
 
     #[test]

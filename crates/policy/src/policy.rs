@@ -569,6 +569,32 @@ impl Policy {
         ))
     }
 
+    /// A project's list as this policy narrows it (`docker info` shows the result): an entry
+    /// inside this policy's whitelist or insecure list is kept; an entry wider than some of them
+    /// gives those; an entry that overlaps none gives nothing (it has no effect: the more
+    /// restrictive list wins). With whitelist mode off, `list` is kept as it is.
+    pub fn narrowed_entries(&self, list: &[Entry]) -> Vec<Entry> {
+        if !self.whitelist_mode() {
+            return list.to_vec();
+        }
+        let base = || self.inner.whitelist.iter().chain(&self.inner.insecure);
+        let mut out: Vec<Entry> = Vec::new();
+        for entry in list {
+            if base().any(|b| entry.is_contained_in(b)) {
+                if !out.contains(entry) {
+                    out.push(entry.clone());
+                }
+                continue;
+            }
+            for b in base().filter(|b| b.is_contained_in(entry)) {
+                if !out.contains(b) {
+                    out.push(b.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// A policy that allows only what both this and `other` allow.
     pub fn intersect(&self, other: &Policy) -> Intersection {
         Intersection {

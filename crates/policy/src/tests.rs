@@ -839,4 +839,46 @@ proptest! {
             prop_assert_eq!(Entry::parse(entry.as_str()).unwrap(), entry);
         }
     }
+
+    /// Issue 16: a project's effective policy (the VCH whitelist ∩ its list) never allows what the
+    /// whitelist denies, nor what the project's list denies; the entries `docker info` shows for
+    /// it are inside the whitelist and allow nothing it denies either.
+    #[test]
+    fn a_projects_effective_policy_never_widens(
+        wl in proptest::collection::vec(entry_strategy(), 0..8),
+        insecure in proptest::collection::vec(entry_strategy(), 0..3),
+        project in proptest::collection::vec(entry_strategy(), 1..6),
+        refs in proptest::collection::vec(reference_strategy(), 1..16),
+    ) {
+        let (wl, insecure, project) = (parse_all(&wl), parse_all(&insecure), parse_all(&project));
+        if project.is_empty() {
+            return Ok(());
+        }
+        let mut b = PolicyBuilder::new();
+        wl.iter().cloned().for_each(|e| { b.whitelist_entry(e); });
+        insecure.iter().cloned().for_each(|e| { b.insecure_entry(e); });
+        let vch = b.build().unwrap();
+        let mut b = PolicyBuilder::new();
+        project.iter().cloned().for_each(|e| { b.whitelist_entry(e); });
+        let list = b.build().unwrap();
+        let effective = vch.intersect(&list);
+        let shown = vch.narrowed_entries(&project);
+        for e in &shown {
+            prop_assert!(
+                !vch.whitelist_mode()
+                    || vch.whitelist().iter().chain(vch.insecure()).any(|b| e.is_contained_in(b)),
+                "{} shown but outside the whitelist", e
+            );
+        }
+        for r in refs {
+            let image = ImageRef::parse(&r).unwrap();
+            if effective.decide(&image).is_allowed() {
+                prop_assert!(vch.decide(&image).is_allowed(), "{} allowed by the project only", r);
+                prop_assert!(list.decide(&image).is_allowed(), "{} allowed outside the project", r);
+            }
+            if shown.iter().any(|e| e.matches(image.registry(), Some(image.match_path()))) {
+                prop_assert!(vch.decide(&image).is_allowed(), "{} shown as allowed, denied", r);
+            }
+        }
+    }
 }

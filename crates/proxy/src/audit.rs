@@ -29,11 +29,15 @@ pub struct Peer {
     pub subject: Option<String>,
     /// The client certificate's SHA-256 fingerprint (hex).
     pub fingerprint: Option<String>,
+    /// The client's name: its certificate subject's common name (CN).
+    pub name: Option<String>,
+    /// The client's project: its certificate subject's organizational unit (OU).
+    pub project: Option<String>,
 }
 
 impl Peer {
-    /// The connection's part of every record (`"peer":…,"client_subject":…,"client_sha256":…`),
-    /// formatted once per connection.
+    /// The connection's part of every record (`"peer":…,"client_subject":…,"client_sha256":…,
+    /// "client_name":…,"project":…`), formatted once per connection.
     pub(crate) fn json_fields(&self) -> Arc<str> {
         use std::fmt::Write as _;
         let mut out = String::with_capacity(160);
@@ -49,6 +53,10 @@ impl Peer {
         push_opt_json_str(&mut out, self.subject.as_deref());
         out.push_str(",\"client_sha256\":");
         push_opt_json_str(&mut out, self.fingerprint.as_deref());
+        out.push_str(",\"client_name\":");
+        push_opt_json_str(&mut out, self.name.as_deref());
+        out.push_str(",\"project\":");
+        push_opt_json_str(&mut out, self.project.as_deref());
         out.into()
     }
 }
@@ -574,8 +582,10 @@ mod tests {
     fn records_are_json_with_every_field() {
         let peer = Peer {
             addr: Some(SocketAddr::from(([127, 0, 0, 1], 40_000))),
-            subject: Some("CN=client \"1\"".into()),
+            subject: Some("CN=client \"1\",OU=team-a".into()),
             fingerprint: Some("ab".repeat(32)),
+            name: Some("client \"1\"".into()),
+            project: Some("team-a".into()),
         };
         let uri: Uri = "/v1.24/images/create?fromImage=a%2Fb&tag=1"
             .parse()
@@ -607,7 +617,9 @@ mod tests {
         audit.write_json(&mut line);
         let rec: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(rec["peer"], "127.0.0.1:40000");
-        assert_eq!(rec["client_subject"], "CN=client \"1\"");
+        assert_eq!(rec["client_subject"], "CN=client \"1\",OU=team-a");
+        assert_eq!(rec["client_name"], "client \"1\"");
+        assert_eq!(rec["project"], "team-a");
         assert_eq!(rec["client_sha256"], "ab".repeat(32));
         assert_eq!(rec["method"], "POST");
         assert_eq!(rec["path"], "/v1.24/images/create?fromImage=a%2Fb&tag=1");

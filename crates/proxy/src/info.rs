@@ -12,14 +12,16 @@
 //! | `vch.registry.insecure` | one label per insecure-registry entry |
 //! | `vch.registry.push` | one label per push-list entry; `none` when pushes are refused; absent without a push list (the whitelist decides pushes) |
 //! | `vch.registry.narrowed` | `true` when `vch-admin update` narrowed the lists |
+//! | `vch.registry.project` | the calling client's project (its certificate's OU); absent without one |
+//! | `vch.registry.project-whitelist` | one label per entry in force for the caller's project (its list inside the whitelist); `none` when nothing is |
 
 use serde_json::{Map, Value};
 use vch_policy::{EntryHost, PushRule};
 
-use crate::settings::Settings;
+use crate::settings::{Scope, Settings};
 
 /// Adds the policy to a decoded `/info` answer. Fields dockerd filled are kept; ours are added.
-pub(crate) fn add_policy(info: &mut Value, settings: &Settings) {
+pub(crate) fn add_policy(info: &mut Value, settings: &Settings, scope: &Scope) {
     let Some(info) = info.as_object_mut() else {
         return;
     };
@@ -56,6 +58,25 @@ pub(crate) fn add_policy(info: &mut Value, settings: &Settings) {
     }
     if settings.narrowed {
         labels.push(label("narrowed", "true"));
+    }
+    match scope {
+        Scope::Vch => {}
+        Scope::Project(project) => {
+            labels.push(label("project", project.name()));
+            if project.effective().is_empty() {
+                labels.push(label("project-whitelist", "none"));
+            }
+            labels.extend(
+                project
+                    .effective()
+                    .iter()
+                    .map(|e| label("project-whitelist", e.as_str())),
+            );
+        }
+        Scope::Unknown(name) => {
+            labels.push(label("project", name));
+            labels.push(label("project-whitelist", "none"));
+        }
     }
     match info.get_mut("Labels").and_then(Value::as_array_mut) {
         Some(existing) => existing.extend(labels),
@@ -148,7 +169,7 @@ mod tests {
             "Labels": ["a=b"],
             "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {"docker.io": {"Name": "docker.io", "Secure": true}}},
         });
-        add_policy(&mut info, &settings);
+        add_policy(&mut info, &settings, &Scope::Vch);
         let labels: Vec<&str> = info["Labels"]
             .as_array()
             .unwrap()
@@ -185,7 +206,7 @@ mod tests {
         let upstream = Upstream::parse("unix:///var/run/docker.sock", None).unwrap();
         let open = Settings::new(upstream, vch_policy::Policy::empty());
         let mut info = serde_json::json!({"Name": "x"});
-        add_policy(&mut info, &open);
+        add_policy(&mut info, &open, &Scope::Vch);
         assert_eq!(
             info,
             serde_json::json!({"Name": "x", "Labels": [
@@ -193,5 +214,48 @@ mod tests {
                 "vch.registry.policy-mode=enforce",
             ]})
         );
+    }
+
+    #[test]
+    fn the_callers_project_and_its_list_in_force_are_labels() {
+        let upstream = Upstream::parse("unix:///var/run/docker.sock", None).unwrap();
+        let pull = PolicyBuilder::new()
+            .whitelist("reg.example.com")
+            .whitelist("other.example.com")
+            .build()
+            .unwrap();
+        let list = PolicyBuilder::new()
+            .whitelist("reg.example.com/team-a")
+            .whitelist("elsewhere.example.net")
+            .build()
+            .unwrap();
+        let settings = Settings::new(upstream, vch_policy::Policy::empty())
+            .with_rules(RegistryRules {
+                pull,
+                ..RegistryRules::default()
+            })
+            .with_project("a", list);
+        let scope = settings.scope(Some(&std::sync::Arc::from("a")));
+        let mut info = serde_json::json!({});
+        add_policy(&mut info, &settings, &scope);
+        let labels = info["Labels"].as_array().unwrap();
+        let project: Vec<&str> = labels
+            .iter()
+            .filter_map(|v| v.as_str())
+            .filter(|l| l.starts_with("vch.registry.project"))
+            .collect();
+        assert_eq!(
+            project,
+            [
+                "vch.registry.project=a",
+                "vch.registry.project-whitelist=reg.example.com/team-a",
+            ]
+        );
+        let scope = settings.scope(Some(&std::sync::Arc::from("gone")));
+        let mut info = serde_json::json!({});
+        add_policy(&mut info, &settings, &scope);
+        let labels = info["Labels"].as_array().unwrap();
+        assert!(labels.contains(&Value::from("vch.registry.project=gone")));
+        assert!(labels.contains(&Value::from("vch.registry.project-whitelist=none")));
     }
 }

@@ -36,5 +36,5 @@ pub use crate::gate::{
 pub use crate::gojson::check_invariants as go_json_check;
 pub use crate::route::{ApiVersion, Kind, Refusal, Routed, percent_decode, route, route_in};
 pub use crate::server::{Handle, Listen, Options, Server};
-pub use crate::settings::{BuildSpool, Settings, server_tls};
+pub use crate::settings::{BuildSpool, Settings, server_tls, server_tls_with_crl};
 pub use crate::upstream::Upstream;

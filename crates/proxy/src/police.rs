@@ -15,7 +15,7 @@ use crate::audit::{Audit, PolicyRecord, Verdict};
 use crate::error::docker_error;
 use crate::gate::{self, Action, Ask, Gate, Item, Subject, Unsourced};
 use crate::service::Body;
-use crate::settings::Settings;
+use crate::settings::{Scope, Settings};
 
 /// The most body bytes a gate reads to decide (a login or a service spec is a few KiB). A larger
 /// body is refused with 413: it is never forwarded uninspected.
@@ -43,6 +43,7 @@ pub(crate) enum Forwarded {
 /// Polices one request on a gated route.
 pub(crate) async fn police(
     settings: &Settings,
+    scope: &Scope,
     gate: Gate,
     routed: &crate::route::Routed,
     parts: &hyper::http::request::Parts,
@@ -85,8 +86,16 @@ pub(crate) async fn police(
         // A build from the client's context: the context is read as it streams.
         Ok(Ask::Nothing) if gate == Gate::Build => {
             if let Forwarded::Stream(body) = forwarded {
-                return crate::build::police(settings, routed.version, parts, &form, body, audit)
-                    .await;
+                return crate::build::police(
+                    settings,
+                    scope,
+                    routed.version,
+                    parts,
+                    &form,
+                    body,
+                    audit,
+                )
+                .await;
             }
             Ask::Nothing
         }
@@ -108,7 +117,7 @@ pub(crate) async fn police(
             );
         }
     };
-    match decide(settings, gate, &ask, audit).await {
+    match decide(settings, scope, gate, &ask, audit).await {
         Some(refusal) => Policed::Refuse(refusal, forwarded.into_unread()),
         None => Policed::Forward(forwarded),
     }
@@ -163,6 +172,7 @@ fn percent_encode_segment(segment: &str) -> String {
 /// Decides every item of an ask, records the decision, and returns the refusal in enforce mode.
 async fn decide(
     settings: &Settings,
+    scope: &Scope,
     gate: Gate,
     ask: &Ask,
     audit: &Audit,
@@ -183,15 +193,17 @@ async fn decide(
             return Some(docker_error(StatusCode::BAD_REQUEST, reason));
         }
         Ask::Unsourced(unsourced) => {
-            let restricted = match unsourced {
-                Unsourced::PluginPushById => {
-                    settings.policy.whitelist_mode()
-                        || !matches!(settings.push, PushRule::SameAsPull)
-                }
-                _ => settings.policy.whitelist_mode(),
-            };
+            // A project's list is a whitelist: its clients are restricted like a whitelist's.
+            let restricted = scope.project().is_some()
+                || match unsourced {
+                    Unsourced::PluginPushById => {
+                        settings.policy.whitelist_mode()
+                            || !matches!(settings.push, PushRule::SameAsPull)
+                    }
+                    _ => settings.policy.whitelist_mode(),
+                };
             let allowed = !restricted;
-            let message = unsourced.denial_message();
+            let message = in_project(Some(unsourced.denial_message()), scope).unwrap_or_default();
             vec![(
                 Verdict {
                     action: unsourced.action(),
@@ -211,7 +223,7 @@ async fn decide(
         Ask::Items(items) => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                out.push(decide_item(settings, item).await);
+                out.push(decide_item(settings, scope, item).await);
             }
             out
         }
@@ -263,11 +275,31 @@ pub(crate) fn conclude(
     }
 }
 
-/// Decides one item: pushes by the push rule, everything else by the pull policy. Returns the
-/// verdict and, for a denial, the message the client gets.
-pub(crate) async fn decide_item(settings: &Settings, item: &Item) -> (Verdict, Option<String>) {
-    let policy = match (&item.action, &settings.push) {
-        (Action::Push, PushRule::Nowhere) => {
+/// Decides one item: pushes by the push rule, everything else by the pull policy; then, for a
+/// client of a project, by the project's list too (the effective policy is their intersection).
+/// Returns the verdict and, for a denial, the message the client gets, naming the project.
+pub(crate) async fn decide_item(
+    settings: &Settings,
+    scope: &Scope,
+    item: &Item,
+) -> (Verdict, Option<String>) {
+    let policy = match (&item.action, &settings.push, scope) {
+        (_, _, Scope::Unknown(project)) => {
+            return (
+                Verdict {
+                    action: item.action.as_str(),
+                    image: item.subject.to_string(),
+                    registry: Some(item.subject.registry().to_string()),
+                    entry: None,
+                    allowed: false,
+                    decision: format!("project {project} is not configured on this VCH"),
+                },
+                Some(format!(
+                    "Access denied: the client's project {project} is not configured on this VCH"
+                )),
+            );
+        }
+        (Action::Push, PushRule::Nowhere, _) => {
             return (
                 Verdict {
                     action: item.action.as_str(),
@@ -280,20 +312,32 @@ pub(crate) async fn decide_item(settings: &Settings, item: &Item) -> (Verdict, O
                 Some("Access denied: pushes are disabled on this VCH".to_owned()),
             );
         }
-        (Action::Push, PushRule::List(push)) => PolicyUse::PushList(push),
+        (Action::Push, PushRule::List(push), _) => PolicyUse::PushList(push),
         _ => PolicyUse::Pull(&settings.policy),
     };
-    let decision = match &item.subject {
-        Subject::Image(image) => match &settings.dns {
-            Some(dns) => policy.get().decide_resolving(image, dns).await,
-            None => policy.get().decide(image),
-        },
-        Subject::Registry(registry) => match &settings.dns {
-            Some(dns) => policy.get().decide_at_resolving(registry, None, dns).await,
-            None => policy.get().decide_registry(registry),
-        },
+    let mut decision = decide_with(policy.get(), settings, item).await;
+    let mut by_project = false;
+    if let (true, Scope::Project(project)) = (decision.is_allowed(), scope) {
+        let narrowed = decide_with(project.list(), settings, item).await;
+        if !narrowed.is_allowed() {
+            decision = narrowed;
+            by_project = true;
+        }
+    }
+    let message = in_project(denial(&decision, &policy), scope);
+    let mut text = match policy {
+        PolicyUse::PushList(_) if by_project => {
+            format!("not in the project's list: {}", decision.registry())
+        }
+        PolicyUse::PushList(_) if !decision.is_allowed() => {
+            format!("not in the push list: {}", decision.registry())
+        }
+        PolicyUse::PushList(_) => format!("push list: {decision}"),
+        PolicyUse::Pull(_) => decision.to_string(),
     };
-    let message = denial(&decision, &policy);
+    if let (false, Some(project)) = (decision.is_allowed(), scope.project()) {
+        text = format!("{text} (project {project})");
+    }
     (
         Verdict {
             action: item.action.as_str(),
@@ -301,16 +345,36 @@ pub(crate) async fn decide_item(settings: &Settings, item: &Item) -> (Verdict, O
             registry: Some(decision.registry().to_string()),
             entry: decision.entry().map(ToString::to_string),
             allowed: decision.is_allowed(),
-            decision: match policy {
-                PolicyUse::PushList(_) if !decision.is_allowed() => {
-                    format!("not in the push list: {}", decision.registry())
-                }
-                PolicyUse::PushList(_) => format!("push list: {decision}"),
-                PolicyUse::Pull(_) => decision.to_string(),
-            },
+            decision: text,
         },
         message,
     )
+}
+
+/// One policy's decision on an item, with reverse DNS when the settings have it.
+async fn decide_with<'a>(
+    policy: &'a Policy,
+    settings: &'a Settings,
+    item: &'a Item,
+) -> Decision<'a> {
+    match &item.subject {
+        Subject::Image(image) => match &settings.dns {
+            Some(dns) => policy.decide_resolving(image, dns).await,
+            None => policy.decide(image),
+        },
+        Subject::Registry(registry) => match &settings.dns {
+            Some(dns) => policy.decide_at_resolving(registry, None, dns).await,
+            None => policy.decide_registry(registry),
+        },
+    }
+}
+
+/// A denial message, naming the client's project when it has one: ` (project P)` is appended.
+fn in_project(message: Option<String>, scope: &Scope) -> Option<String> {
+    match (message, scope.project()) {
+        (Some(message), Some(project)) => Some(format!("{message} (project {project})")),
+        (message, _) => message,
+    }
 }
 
 /// Which policy decided.

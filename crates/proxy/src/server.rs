@@ -493,11 +493,23 @@ async fn handshake(
     let mut peer = Peer::default();
     if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
         peer.fingerprint = Some(hex(&Sha256::digest(cert.as_ref())));
-        peer.subject = x509_parser::parse_x509_certificate(cert.as_ref())
-            .ok()
-            .map(|(_, c)| c.subject().to_string());
+        if let Ok((_, c)) = x509_parser::parse_x509_certificate(cert.as_ref()) {
+            peer.subject = Some(c.subject().to_string());
+            peer.name = first_value(c.subject().iter_common_name());
+            peer.project = first_value(c.subject().iter_organizational_unit());
+        }
     }
     Some((Stream::ServerTls(Box::new(tls)), peer))
+}
+
+/// The first value of a subject attribute, as text.
+fn first_value<'a>(
+    mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+) -> Option<String> {
+    values
+        .next()
+        .and_then(|v| v.as_str().ok())
+        .map(str::to_owned)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -20,7 +20,7 @@ use crate::info;
 use crate::police::{self, Forwarded, Policed};
 use crate::route::{self, Kind, Routed};
 use crate::server::Shared;
-use crate::settings::Settings;
+use crate::settings::{Scope, Settings};
 
 /// Bodies on both sides.
 /// (A concrete error type: with `Box<dyn Error>` rustc cannot prove the connection future `Send`.)
@@ -50,6 +50,8 @@ pub(crate) struct Conn {
     shared: Arc<Shared>,
     /// The peer's part of every audit record.
     peer: Arc<str>,
+    /// The project its client certificate names (OU), looked up in the settings per request.
+    project: Option<Arc<str>>,
     engine: Slot,
     /// Tasks driving engine connections handed over to a hijack.
     drivers: std::sync::Mutex<Vec<AbortHandle>>,
@@ -75,6 +77,7 @@ impl Conn {
         Conn {
             shared,
             peer: peer.json_fields(),
+            project: peer.project.as_deref().map(Arc::from),
             engine: Slot::default(),
             drivers: std::sync::Mutex::new(Vec::new()),
             deferred,
@@ -90,7 +93,8 @@ impl Conn {
         let api = self.shared.api(&settings).await;
         let audit = Audit::new(Arc::clone(&self.peer), req.method(), req.uri());
         let guard = AuditGuard::deferred(Arc::clone(&audit), Arc::clone(&self.deferred));
-        let (mut response, splice) = self.respond(&settings, &api, req, &audit).await;
+        let scope = settings.scope(self.project.as_ref());
+        let (mut response, splice) = self.respond(&settings, &scope, &api, req, &audit).await;
         // Every answer says the ceiling: dockerd's (which name the daemon's own version) and the
         // endpoint's refusals and errors alike.
         response
@@ -111,6 +115,7 @@ impl Conn {
     async fn respond(
         &self,
         settings: &Settings,
+        scope: &Scope,
         api: &ApiView,
         mut req: Request<Incoming>,
         audit: &Arc<Audit>,
@@ -142,7 +147,8 @@ impl Conn {
         let mut late_denial = None;
         let body: Body = match routed.kind {
             Kind::Policed(gate) => {
-                match police::police(settings, gate, &routed, &parts, incoming, audit).await {
+                match police::police(settings, scope, gate, &routed, &parts, incoming, audit).await
+                {
                     Policed::Refuse(refusal, unread) => {
                         if let Some(body) = unread {
                             discard(body);
@@ -168,7 +174,16 @@ impl Conn {
                 .boxed(),
         };
         let answer = self
-            .forward(settings, api, &routed, parts, body, client_upgrade, audit)
+            .forward(
+                settings,
+                scope,
+                api,
+                &routed,
+                parts,
+                body,
+                client_upgrade,
+                audit,
+            )
             .await;
         // A build whose Dockerfile was replaced by a denied one after its upload was released:
         // the upload was broken off, and the denial is the answer.
@@ -185,6 +200,7 @@ impl Conn {
     async fn forward(
         &self,
         settings: &Settings,
+        scope: &Scope,
         api: &ApiView,
         routed: &Routed,
         parts: hyper::http::request::Parts,
@@ -267,7 +283,7 @@ impl Conn {
             return (rewrite_version(parts, body, api.range).await, None);
         }
         if routed.kind == Kind::Info && parts.status.is_success() {
-            return (rewrite_info(settings, parts, body).await, None);
+            return (rewrite_info(settings, scope, parts, body).await, None);
         }
         (Response::from_parts(parts, body), None)
     }
@@ -488,6 +504,7 @@ async fn read_answer(body: Body, what: &str) -> Result<Bytes, Response<Body>> {
 /// from?" (see [`crate::info`]).
 async fn rewrite_info(
     settings: &Settings,
+    scope: &Scope,
     mut parts: hyper::http::response::Parts,
     body: Body,
 ) -> Response<Body> {
@@ -497,7 +514,7 @@ async fn rewrite_info(
     };
     let rewritten = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(mut value) => {
-            info::add_policy(&mut value, settings);
+            info::add_policy(&mut value, settings, scope);
             Bytes::from(value.to_string())
         }
         Err(_) => bytes,

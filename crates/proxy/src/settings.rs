@@ -1,12 +1,13 @@
 //! What a running endpoint can reload: TLS, upstream, policy, DNS.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
 use vch_policy::{
-    DnsConfig, EnforcementMode, HickoryResolver, Policy, PushRule, RegistryRules, ReverseDns,
-    ReverseDnsMode,
+    DnsConfig, EnforcementMode, Entry, HickoryResolver, Policy, PushRule, RegistryRules,
+    ReverseDns, ReverseDnsMode,
 };
 
 use crate::Error;
@@ -36,6 +37,67 @@ pub struct Settings {
     pub dns: Option<Arc<ReverseDns<HickoryResolver>>>,
     /// Where and how much of a build upload is held back while its Dockerfile is found.
     pub build: BuildSpool,
+    /// The projects, by name: a client whose certificate's OU names one is held to its list too.
+    pub projects: HashMap<String, Arc<Project>>,
+}
+
+/// One project's registry list, compiled once per settings load. A client of the project (its
+/// certificate subject's OU) is decided by its effective policy, the VCH's policy ∩ this list:
+///
+/// | VCH policy (or push list) | project list | decision |
+/// |---|---|---|
+/// | denies | — | denied, the denial names the project |
+/// | allows | allows | allowed |
+/// | allows | denies | denied, the denial names the project |
+///
+/// A client whose OU names no configured project is refused everything the gates decide (a
+/// project removed from `vch.toml` does not widen its clients to the whole whitelist); a client
+/// without an OU is decided by the VCH policy alone.
+#[derive(Debug, Clone)]
+pub struct Project {
+    name: String,
+    list: Policy,
+    effective: Vec<Entry>,
+}
+
+impl Project {
+    /// The project's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The project's own list (a policy whose whitelist is the list).
+    pub fn list(&self) -> &Policy {
+        &self.list
+    }
+
+    /// The entries in force for its clients: the list as the VCH whitelist narrows it.
+    pub fn effective(&self) -> &[Entry] {
+        &self.effective
+    }
+}
+
+/// Which policy decides a request: the connection's project, looked up per request in the
+/// settings in force (a hash lookup and a reference count, no allocation).
+#[derive(Debug, Clone)]
+pub(crate) enum Scope {
+    /// No project: the VCH policy alone.
+    Vch,
+    /// A configured project.
+    Project(Arc<Project>),
+    /// A project the settings do not name: everything gated is refused.
+    Unknown(Arc<str>),
+}
+
+impl Scope {
+    /// The project's name, if any.
+    pub(crate) fn project(&self) -> Option<&str> {
+        match self {
+            Scope::Vch => None,
+            Scope::Project(p) => Some(&p.name),
+            Scope::Unknown(name) => Some(name),
+        }
+    }
 }
 
 /// The build spool (`[build]` in `vch.toml`): a context whose Dockerfile comes late is held back
@@ -77,6 +139,34 @@ impl Settings {
             api_pin: None,
             dns: None,
             build: BuildSpool::default(),
+            projects: HashMap::new(),
+        }
+    }
+
+    /// Adds a project: its clients are held to `list` inside the VCH policy. Call after
+    /// [`Settings::with_rules`], which sets the policy the effective entries are computed from.
+    /// `list` should be in whitelist mode (at least one entry): an empty one narrows nothing.
+    pub fn with_project(mut self, name: &str, list: Policy) -> Self {
+        let effective = self.policy.narrowed_entries(list.whitelist());
+        self.projects.insert(
+            name.to_owned(),
+            Arc::new(Project {
+                name: name.to_owned(),
+                list,
+                effective,
+            }),
+        );
+        self
+    }
+
+    /// The scope of a connection whose client certificate names `project`.
+    pub(crate) fn scope(&self, project: Option<&Arc<str>>) -> Scope {
+        match project {
+            None => Scope::Vch,
+            Some(name) => match self.projects.get(&**name) {
+                Some(p) => Scope::Project(Arc::clone(p)),
+                None => Scope::Unknown(Arc::clone(name)),
+            },
         }
     }
 
@@ -128,8 +218,20 @@ pub fn server_tls(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<ServerConfig, Error> {
+    server_tls_with_crl(cert, key, client_ca, None)
+}
+
+/// As [`server_tls`], refusing at the handshake the client certificates revoked by the CRLs in
+/// `crl` (a PEM file such as `crl.pem`, issued by the CA of `client_ca`); `crl` is ignored
+/// without `client_ca`. See `vch_pki::ClientAuth::Required` for what is checked.
+pub fn server_tls_with_crl(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    crl: Option<&Path>,
+) -> Result<ServerConfig, Error> {
     let auth = match client_ca {
-        Some(ca) => vch_pki::ClientAuth::Required { ca },
+        Some(ca) => vch_pki::ClientAuth::Required { ca, crl },
         None => vch_pki::ClientAuth::None,
     };
     Ok(vch_pki::server_config(cert, key, auth)?)

@@ -8,8 +8,10 @@
 
 mod api;
 mod check;
+mod client;
 mod create;
 mod inspect;
+mod project;
 mod registry;
 mod serve;
 mod update;

@@ -32,7 +32,7 @@ use crate::gate::{Action, Gate, Item, Subject, form_get};
 use crate::police::{Forwarded, Policed, conclude, decide_item};
 use crate::route::ApiVersion;
 use crate::service::Body;
-use crate::settings::Settings;
+use crate::settings::{Scope, Settings};
 
 use self::context::{ContextReader, Resolution};
 use self::dockerfile::{How, Plan};
@@ -66,6 +66,7 @@ struct Request {
 /// Polices `POST /build` with a context in the body.
 pub(crate) async fn police(
     settings: &Settings,
+    scope: &Scope,
     version: ApiVersion,
     parts: &hyper::http::request::Parts,
     form: &[(String, String)],
@@ -147,7 +148,7 @@ pub(crate) async fn police(
     let (generation, path, content) = found;
     record_context(audit, &reader, &path);
 
-    let verdicts = evaluate(settings, &request, &path, &content).await;
+    let verdicts = evaluate(settings, scope, &request, &path, &content).await;
     if let Some(refusal) = conclude(settings, Gate::Build, verdicts, audit) {
         return Policed::Refuse(refusal, (!ended).then_some(body));
     }
@@ -159,6 +160,7 @@ pub(crate) async fn police(
     let late = Arc::new(OnceLock::new());
     let pump = Pump {
         settings: settings.clone(),
+        scope: scope.clone(),
         request,
         audit: Arc::clone(audit),
         late: Arc::clone(&late),
@@ -315,6 +317,7 @@ fn record_context(audit: &Audit, reader: &ContextReader, dockerfile: &str) {
 /// denied verdict with the reason.
 async fn evaluate(
     settings: &Settings,
+    scope: &Scope,
     request: &Request,
     path: &str,
     content: &[u8],
@@ -338,7 +341,7 @@ async fn evaluate(
             How::OnBuildCopyFrom => format!("ONBUILD COPY --from={name} of an earlier stage"),
             How::MountFrom => format!("RUN --mount=from={name}"),
         };
-        let (verdict, image) = decide_image(settings, name, &what, path).await;
+        let (verdict, image) = decide_image(settings, scope, name, &what, path).await;
         let allowed = verdict.0.allowed || settings.mode == EnforcementMode::Audit;
         if let (How::From, Some(image), true) = (&usage.how, image, allowed) {
             let platform = usage
@@ -382,7 +385,7 @@ async fn evaluate(
             };
         for name in images {
             let what = format!("ONBUILD COPY --from={name} of base {base}");
-            let (verdict, _) = decide_image(settings, &name, &what, path).await;
+            let (verdict, _) = decide_image(settings, scope, &name, &what, path).await;
             verdicts.push(verdict);
         }
     }
@@ -423,6 +426,7 @@ fn cannot_evaluate(reason: &str) -> (Verdict, Option<String>) {
 /// (`what`: `FROM x`, `COPY --from=x`, `ONBUILD COPY --from=x of base y`).
 async fn decide_image(
     settings: &Settings,
+    scope: &Scope,
     name: &str,
     what: &str,
     path: &str,
@@ -438,7 +442,7 @@ async fn decide_image(
         action: Action::Pull,
         subject: Subject::Image(image.clone()),
     };
-    let (verdict, message) = decide_item(settings, &item).await;
+    let (verdict, message) = decide_item(settings, scope, &item).await;
     let message = message.map(|m| format!("{m} ({what} in {path})"));
     ((verdict, message), Some(image))
 }
@@ -467,6 +471,8 @@ async fn base_triggers(
 /// Streams the released upload to dockerd while the reader goes on reading it.
 struct Pump {
     settings: Settings,
+    /// The client's project, as when the upload was released.
+    scope: Scope,
     request: Request,
     audit: Arc<Audit>,
     late: Arc<OnceLock<String>>,
@@ -522,7 +528,7 @@ impl Pump {
                     // A later entry replaced the Dockerfile: decided before its last bytes go.
                     self.generation = generation;
                     record_context(&self.audit, &reader, &path);
-                    let verdicts = evaluate(&self.settings, &self.request, &path, &content).await;
+                    let verdicts = evaluate(&self.settings, &self.scope, &self.request, &path, &content).await;
                     let denial = verdicts.iter().find_map(|(v, m)| if v.allowed { None } else { m.clone() });
                     let _ = conclude(&self.settings, Gate::Build, verdicts, &self.audit);
                     denial.map_or(Ok(true), Err)

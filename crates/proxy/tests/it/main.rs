@@ -13,6 +13,7 @@ mod fuzz_checks;
 mod fuzz_seeds;
 mod ingress_images;
 mod ingress_plugins_services;
+mod projects;
 mod reading;
 mod support;
 mod versions;

@@ -295,7 +295,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
     }
 }
 
-fn init_audit_capture() {
+pub(crate) fn init_audit_capture() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let subscriber = tracing_subscriber::registry().with(Capture);
