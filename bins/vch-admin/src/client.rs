@@ -117,9 +117,9 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn add(args: &AddArgs) -> anyhow::Result<ExitCode> {
-    validate_name("client name", &args.name)?;
+    crate::config::validate_name("client name", &args.name)?;
     if let Some(project) = &args.project {
-        validate_name("project name", project)?;
+        crate::config::validate_name("project name", project)?;
     }
     let dir = std::path::absolute(&args.dir)
         .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
@@ -431,25 +431,9 @@ fn now_rfc3339() -> anyhow::Result<String> {
         .context("internal error: cannot format the time")
 }
 
-fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !ok {
-        bail!(
-            "invalid {what} {name:?}: use up to 63 letters, digits, '.', '-' and '_', not \
-             starting with '.' or '-'"
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::validate_name;
+    use crate::config::validate_name;
 
     #[test]
     fn names_are_dns_like() {

@@ -551,6 +551,24 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot sync {}", dir.display()))
 }
 
+/// Checks a name that becomes a file name and a certificate's common name (a VCH, a client, a
+/// project): up to 63 letters, digits, `.`, `-` and `_`, not starting with `.` or `-`.
+pub(crate) fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        bail!(
+            "invalid {what} {name:?}: use up to 63 letters, digits, '.', '-' and '_', not \
+             starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,7 +134,7 @@ struct Plan {
 }
 
 fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
-    validate_name(&args.name)?;
+    crate::config::validate_name("VCH name", &args.name)?;
     validate_docker_host(&args.docker_host)?;
     let mode = if args.no_tls {
         TlsMode::None
@@ -305,22 +305,6 @@ fn validate_docker_host(url: &str) -> anyhow::Result<()> {
     };
     if !ok {
         bail!("invalid --docker-host {url:?}: use unix:///absolute/path.sock or tcp://HOST:PORT");
-    }
-    Ok(())
-}
-
-fn validate_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !ok {
-        bail!(
-            "invalid VCH name {name:?}: use up to 63 letters, digits, '.', '-' and '_', not \
-             starting with '.' or '-'"
-        );
     }
     Ok(())
 }

@@ -273,22 +273,6 @@ fn load_issuer(args: &CertArgs) -> anyhow::Result<Issuer> {
     })
 }
 
-fn validate_client_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !ok {
-        bail!(
-            "invalid --client name {name:?}: use up to 63 letters, digits, '.', '-' and '_', not \
-             starting with '.' or '-' (it names NAME.cert and NAME.key)"
-        );
-    }
-    Ok(())
-}
-
 fn plan_cert(args: &CertArgs) -> anyhow::Result<CertPlan> {
     // Every name and address once, in the order given.
     let mut sans: Vec<String> = Vec::new();
@@ -307,7 +291,8 @@ fn plan_cert(args: &CertArgs) -> anyhow::Result<CertPlan> {
     }
     let mut seen = BTreeSet::new();
     for client in &args.clients {
-        validate_client_name(client)?;
+        crate::config::validate_name("--client name", client)
+            .map_err(|e| anyhow::anyhow!("{e} (it names NAME.cert and NAME.key)"))?;
         if !seen.insert(client) {
             bail!("--client {client} is given twice");
         }
@@ -481,7 +466,7 @@ fn trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
             let stem = cert_path
                 .file_stem()
                 .and_then(|s| s.to_str())
-                .filter(|s| validate_client_name(s).is_ok())
+                .filter(|s| crate::config::validate_name("--client name", s).is_ok())
                 .unwrap_or("client")
                 .to_owned();
             Some((stem, cert, key))
