@@ -2,7 +2,10 @@
 # Installs what building and testing vch needs on a Debian 12 machine. Idempotent: installs
 # only what is missing, asks nothing (works without stdin), safe to run on every test run.
 #
-#   scripts/setup.sh
+#   scripts/setup.sh             everything for building and testing
+#   scripts/setup.sh --runtime   only what scripts/quickstart.sh needs: docker.io, docker-registry,
+#                                busybox-static, curl, ca-certificates, and gcc and make to build
+#                                vch-admin (the linker, and aws-lc-sys); no Rust components
 #
 # Debian packages (the testbed starts these for real; a missing one fails the tests by name):
 #   docker.io        dockerd, containerd, runc and the docker CLI
@@ -25,10 +28,21 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(
-  docker.io docker-registry skopeo dnsmasq-base haproxy busybox-static wrk
-  apache2-utils openssl curl procps iproute2 bzip2 xz-utils zstd gzip tar git ca-certificates gcc make
-)
+runtime=false
+case "${1:-}" in
+  "") ;;
+  --runtime) runtime=true ;;
+  *) echo "usage: $0 [--runtime]" >&2; exit 2 ;;
+esac
+
+if [ "$runtime" = true ]; then
+  packages=(docker.io docker-registry busybox-static curl ca-certificates gcc make)
+else
+  packages=(
+    docker.io docker-registry skopeo dnsmasq-base haproxy busybox-static wrk
+    apache2-utils openssl curl procps iproute2 bzip2 xz-utils zstd gzip tar git ca-certificates gcc make
+  )
+fi
 
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -62,6 +76,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   trap - EXIT
 else
   echo "setup: Debian packages present"
+fi
+
+if [ "$runtime" = true ]; then
+  echo "setup: done (runtime)"
+  exit 0
 fi
 
 # Rust components (the toolchain itself comes with the machine).

@@ -74,6 +74,18 @@ if [ -n "$left" ]; then
 fi
 echo "none"
 
+step "quickstart, as a new user runs it (no terminal: it stops after the demo)"
+quick_dir=$(mktemp -d)
+before_quick=$(running)
+QUICKSTART_DIR="$quick_dir" scripts/quickstart.sh </dev/null
+left=$(comm -13 <(echo "$before_quick") <(running) | sed '/^$/d')
+rm -rf "$quick_dir" 2>/dev/null || true
+if [ -n "$left" ]; then
+  echo "the quickstart left processes running:"
+  for pid in $left; do ps -o pid=,args= -p "$pid" || true; done
+  exit 1
+fi
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
