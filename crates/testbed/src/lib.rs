@@ -24,6 +24,7 @@
 
 mod dns;
 mod dockerd;
+mod env_registry;
 mod error;
 mod forward_proxy;
 mod haproxy;
@@ -36,6 +37,7 @@ mod seeds;
 // The API.
 pub use dns::{Answer, Dns, DnsBuilder, RecordType, reverse_name};
 pub use dockerd::{Dockerd, DockerdBuilder, DockerdTls};
+pub use env_registry::{EnvRegistry, read_env_file};
 pub use error::{Error, Result};
 pub use forward_proxy::ForwardProxy;
 pub use haproxy::{Haproxy, HaproxyBuilder};

@@ -3,13 +3,12 @@
 //! dockerd pushing through `certs.d` to a registry in a network namespace of the test's own
 //! (dockerd treats 127.0.0.0/8 as insecure and would not verify there).
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use vch_testbed::{Dockerd, HttpClient, TestImage, free_port};
+use vch_testbed::{Dockerd, EnvRegistry, HttpClient, TestImage, free_port, read_env_file};
 
 use crate::create::{create, openssl, openssl_verifies, run, run_ok};
 
@@ -31,100 +30,6 @@ fn require(program: &str, package: &str) {
         found,
         "{program} is not installed (Debian package {package}; run scripts/setup.sh)"
     );
-}
-
-/// `registry.env` as (name, value) pairs.
-fn env_file(path: &Path) -> Vec<(String, String)> {
-    text(path)
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect()
-}
-
-/// A `docker-registry` serving the TLS settings of a `registry.env`, optionally inside a
-/// network namespace. Dropping it kills exactly its process.
-struct ServedRegistry {
-    child: Child,
-    _dir: tempfile::TempDir,
-    log: PathBuf,
-}
-
-impl ServedRegistry {
-    fn start(env: &Path, addr: SocketAddr, netns: Option<&str>) -> Self {
-        require("docker-registry", "docker-registry");
-        let dir = tempfile::Builder::new().prefix("vchrt-").tempdir().unwrap();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {:?}\nhttp:\n  addr: \"{addr}\"\n  secret: test-not-secret\n",
-                dir.path().join("storage").display().to_string()
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("registry.log");
-        let mut cmd = match netns {
-            // `ip netns exec` execs the program, so the child's pid is the registry's.
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "docker-registry"]);
-                c
-            }
-            None => Command::new("docker-registry"),
-        };
-        cmd.arg("serve").arg(&config);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REGISTRY_") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.envs(env_file(env))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("registry.err")).unwrap());
-        let child = cmd.spawn().unwrap();
-        let mut reg = ServedRegistry {
-            child,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
-                break;
-            }
-            if let Some(status) = reg.child.try_wait().unwrap() {
-                panic!("registry exited with {status}: {}", reg.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "registry on {addr} did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        reg
-    }
-
-    fn log_text(&self) -> String {
-        let err = self.log.with_file_name("registry.err");
-        format!(
-            "{}{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default(),
-            std::fs::read_to_string(err).unwrap_or_default()
-        )
-    }
-}
-
-impl Drop for ServedRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `curl -sS --cacert CA [--cert C --key K] URL`: (success, stdout + stderr).
@@ -207,7 +112,7 @@ fn cert_writes_the_registry_layout() {
         assert_eq!(mode(&d.join("ci.key")), 0o600);
         assert!(openssl_verifies(&d.join("ca.crt"), &d.join("ci.cert")));
     }
-    let env = env_file(&out.join("registry.env"));
+    let env = read_env_file(&out.join("registry.env")).unwrap();
     let abs = |f: &str| out.join(f).display().to_string();
     assert_eq!(
         env,
@@ -358,7 +263,7 @@ fn registry_serves_registry_env_and_curl_skopeo_and_the_registry_client_agree() 
     assert_eq!(text(&out.join("ca.crt")), text(&machine.join("ca.pem")));
     assert!(!out.join("ca-key.pem").exists());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let registry = ServedRegistry::start(&out.join("registry.env"), addr, None);
+    let registry = EnvRegistry::start(&out.join("registry.env"), addr, None).unwrap();
     let ca = out.join("ca.crt");
     let pushed = TestImage::random("team/app", "v1")
         .push(
@@ -449,7 +354,7 @@ fn registry_requiring_client_certificates_refuses_clients_without_one() {
     ));
     assert_eq!(text(&out.join("ca.crt")), text(&vch.join("ca.pem")));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let registry = ServedRegistry::start(&out.join("registry.env"), addr, None);
+    let registry = EnvRegistry::start(&out.join("registry.env"), addr, None).unwrap();
     let dir = out.join("certs.d").join(format!("127.0.0.1:{port}"));
     let url = format!("https://127.0.0.1:{port}/v2/");
     let (ok, body) = curl(&dir.join("ca.crt"), None, &url);
@@ -630,16 +535,18 @@ fn dockerd_pushes_and_pulls_through_certs_d_written_by_trust() {
             "{n} is already in /etc/docker/certs.d"
         );
     }
-    let registry = ServedRegistry::start(
+    let registry = EnvRegistry::start(
         &out.join("registry.env"),
         name.parse().unwrap(),
         Some(&ns.name),
-    );
-    let mtls_registry = ServedRegistry::start(
+    )
+    .unwrap();
+    let mtls_registry = EnvRegistry::start(
         &mtls.join("registry.env"),
         mtls_name.parse().unwrap(),
         Some(&ns.name),
-    );
+    )
+    .unwrap();
 
     let dockerd = Dockerd::start().unwrap();
     let busybox = TestImage::busybox(&dockerd).unwrap();
