@@ -3299,40 +3299,4 @@ mod tests {
             assert_eq!(found("", &compressed).1, b"FROM from-cli\n", "{tool}");
         }
     }
-
-    /// Throughput of inspecting an uncompressed context: `cargo test --release -p vch-proxy --lib
-    /// build::context::tests::throughput -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    #[allow(clippy::print_stderr, reason = "reports the measured figure")]
-    fn throughput() {
-        for file_size in [64 << 10, 4 << 10, 100] {
-            let file = vec![b'x'; file_size];
-            let mut tar = Tar::default();
-            let mut i = 0;
-            while tar.out.len() < 256 << 20 {
-                tar.file(&format!("dir{}/file{i}", i % 64), &file);
-                i += 1;
-            }
-            tar.file("Dockerfile", b"FROM measured\n");
-            let body = tar.end();
-            let rounds = 3;
-            let start = std::time::Instant::now();
-            for _ in 0..rounds {
-                let mut reader = ContextReader::new("").expect("valid");
-                for chunk in body.chunks(64 << 10) {
-                    reader.feed(chunk).expect("feeds");
-                }
-                reader.finish().expect("ends");
-                assert!(matches!(reader.dockerfile(), Resolution::Found { .. }));
-            }
-            let secs = start.elapsed().as_secs_f64() / f64::from(rounds);
-            eprintln!(
-                "{} MiB context, {i} files of {file_size} B: {:.1} ms, {:.2} GB/s",
-                body.len() >> 20,
-                secs * 1e3,
-                body.len() as f64 / secs / 1e9
-            );
-        }
-    }
 }
