@@ -59,13 +59,20 @@ if [ "$test_status" -ne 0 ]; then
   exit "$test_status"
 fi
 
+# The daemons running now that were not in the list $1; a few seconds of grace first: an exited
+# shim may still wait for init to reap it.
+left_since() {
+  local left
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    left=$(comm -13 <(echo "$1") <(running) | sed '/^$/d')
+    [ -z "$left" ] && break
+    sleep 1
+  done
+  echo "$left"
+}
+
 step "no daemon left behind by the tests"
-# A few seconds of grace: an exited shim may still wait for init to reap it.
-for _ in 1 2 3 4 5; do
-  left=$(comm -13 <(echo "$before") <(running) | sed '/^$/d')
-  [ -z "$left" ] && break
-  sleep 1
-done
+left=$(left_since "$before")
 if [ -n "$left" ]; then
   echo "processes started during the run are still running:"
   for pid in $left; do ps -o pid=,args= -p "$pid" || true; done
@@ -78,7 +85,7 @@ step "quickstart, as a new user runs it (no terminal: it stops after the demo)"
 quick_dir=$(mktemp -d)
 before_quick=$(running)
 QUICKSTART_DIR="$quick_dir" scripts/quickstart.sh </dev/null
-left=$(comm -13 <(echo "$before_quick") <(running) | sed '/^$/d')
+left=$(left_since "$before_quick")
 rm -rf "$quick_dir" 2>/dev/null || true
 if [ -n "$left" ]; then
   echo "the quickstart left processes running:"
