@@ -41,6 +41,7 @@ else
   packages=(
     docker.io docker-registry skopeo dnsmasq-base haproxy busybox-static wrk
     apache2-utils openssl curl procps iproute2 bzip2 xz-utils zstd gzip tar git ca-certificates gcc make
+    logrotate systemd
   )
 fi
 

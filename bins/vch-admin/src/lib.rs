@@ -24,6 +24,7 @@ mod client;
 pub mod config;
 mod create;
 mod inspect;
+mod notify;
 mod probe;
 mod project;
 mod registry;
@@ -106,7 +107,7 @@ pub fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
         .with_filter(tracing_subscriber::filter::filter_fn(move |m| !is_audit(m)));
     let audit = match &cli.command {
         Command::Serve(args) => Some(
-            serve::AuditLayer::new(serve::audit_writer(args)?)
+            serve::AuditLayer::new(serve::AuditSink::open(args)?)
                 .with_filter(tracing_subscriber::filter::filter_fn(is_audit)),
         ),
         _ => None,

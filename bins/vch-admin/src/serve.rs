@@ -1,9 +1,14 @@
 //! `vch-admin serve DIR`: run a VCH made by `vch-admin create` in front of its Docker engine.
 //!
 //! Signals: SIGTERM and SIGINT stop accepting, let open requests finish (up to the grace period)
-//! and exit 0; SIGHUP re-reads `vch.toml`, the certificates and the registry policy, and swaps them
-//! in without dropping live connections (a bad file is reported and the old settings stay). This
-//! is how `vch-admin update` takes effect.
+//! and exit 0; SIGHUP reopens the audit log file (log rotation: the lines written before go to the
+//! renamed file, the ones after to a new file at the path), then re-reads `vch.toml`, the
+//! certificates and the registry policy, and swaps them in without dropping live connections (a
+//! bad file is reported and the old settings stay). This is how `vch-admin update` takes effect.
+//!
+//! Under a service manager (`$NOTIFY_SOCKET`, systemd's `Type=notify`), serve reports `READY=1`
+//! once it listens, `RELOADING=1` then `READY=1` around a SIGHUP, and `STOPPING=1` when it drains
+//! (see [`crate::notify`] and `contrib/systemd/vch@.service`).
 //!
 //! The registry rules are `[registry]` compiled by `RegistryConfig::compile_rules`: the lists in
 //! force (narrowed by `update`, if it did), the push rule and the mode. In audit mode a warning
@@ -33,7 +38,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -46,6 +51,7 @@ use vch_proxy::{
 };
 
 use crate::config::VchConfig;
+use crate::notify::Notifier;
 
 /// Arguments of `vch-admin serve`.
 #[derive(Debug, clap::Args)]
@@ -73,18 +79,61 @@ pub struct ServeArgs {
     pub shutdown_grace: u64,
 }
 
-/// Where audit lines go: stdout, or a file opened for appending.
-pub(crate) fn audit_writer(args: &ServeArgs) -> anyhow::Result<Box<dyn Write + Send>> {
-    Ok(match &args.audit_log {
-        None => Box::new(std::io::stdout()),
-        Some(path) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open audit log {}", path.display()))?,
-        ),
-    })
+/// Where audit lines go: stdout, or a file opened for appending and reopened on SIGHUP.
+pub(crate) struct AuditSink {
+    /// `None`: stdout, which is never reopened.
+    path: Option<PathBuf>,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+/// The sink `init_tracing` made for `serve`, for the SIGHUP handler to reopen. (The tracing
+/// subscriber that writes to it is process-wide too.)
+static AUDIT_SINK: OnceLock<Arc<AuditSink>> = OnceLock::new();
+
+impl AuditSink {
+    /// Opens the audit sink of `serve` and registers it for [`AuditSink::reopen_registered`].
+    pub(crate) fn open(args: &ServeArgs) -> anyhow::Result<Arc<Self>> {
+        let out: Box<dyn Write + Send> = match &args.audit_log {
+            None => Box::new(std::io::stdout()),
+            Some(path) => Box::new(open_append(path)?),
+        };
+        let sink = Arc::new(AuditSink {
+            path: args.audit_log.clone(),
+            out: Mutex::new(out),
+        });
+        let _ = AUDIT_SINK.set(Arc::clone(&sink));
+        Ok(sink)
+    }
+
+    /// Reopens the registered audit log file, if serve writes to one; returns its path.
+    ///
+    /// The new file is opened first and swapped in under the lock every line is written under:
+    /// a line goes whole to the old file or whole to the new one, and none is lost. If the open
+    /// fails, lines keep going to the old file.
+    fn reopen_registered() -> anyhow::Result<Option<PathBuf>> {
+        let Some(sink) = AUDIT_SINK.get() else {
+            return Ok(None);
+        };
+        let Some(path) = &sink.path else {
+            return Ok(None);
+        };
+        let file = open_append(path)?;
+        let old = std::mem::replace(&mut *sink.lock(), Box::new(file));
+        drop(old);
+        Ok(Some(path.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Box<dyn Write + Send>> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn open_append(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open audit log {}", path.display()))
 }
 
 /// Runs `vch-admin serve` until SIGTERM/SIGINT.
@@ -134,41 +183,69 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if audit_mode {
         eprintln!("{AUDIT_WARNING}");
     }
+    let notifier = Notifier::from_env();
+    notifier.ready(&format!(
+        "serving Docker API {} on {}",
+        api.range,
+        server.local_addrs().join(", ")
+    ));
     let dir = args.dir.clone();
     let signals = tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
-                _ = hangup.recv() => match load(&dir) {
-                    Ok((config, settings)) => {
-                        let audit_mode = settings.mode == EnforcementMode::Audit;
-                        let pin = settings.api_pin;
-                        handle.reload(settings);
-                        // The pin may have changed, and the engine with it: ask again.
-                        let api = served(&handle, pin).await;
-                        eprintln!(
-                            "vch-admin: reloaded {}; serves Docker API {}",
-                            dir.join(crate::config::CONFIG_FILE).display(),
-                            api.describe()
-                        );
-                        for line in api.warnings(&config.docker_host) {
-                            eprintln!("{line}");
-                        }
-                        if audit_mode {
-                            eprintln!("{AUDIT_WARNING}");
-                        }
-                    }
-                    Err(e) => eprintln!("vch-admin: reload failed, keeping the running settings: {e:#}"),
-                },
+                _ = hangup.recv() => {
+                    notifier.reloading();
+                    let status = reload(&dir, &handle).await;
+                    notifier.ready(&status);
+                }
             }
         }
+        notifier.stopping();
         handle.shutdown();
     });
     server.run().await;
     signals.abort();
     eprintln!("vch-admin: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: reopens the audit log, then reloads the VCH directory; returns the status line for
+/// the service manager.
+async fn reload(dir: &Path, handle: &Handle) -> String {
+    match AuditSink::reopen_registered() {
+        Ok(Some(path)) => eprintln!("vch-admin: reopened the audit log {}", path.display()),
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "vch-admin: cannot reopen the audit log, still writing to the old file: {e:#}"
+        ),
+    }
+    match load(dir) {
+        Ok((config, settings)) => {
+            let audit_mode = settings.mode == EnforcementMode::Audit;
+            let pin = settings.api_pin;
+            handle.reload(settings);
+            // The pin may have changed, and the engine with it: ask again.
+            let api = served(handle, pin).await;
+            eprintln!(
+                "vch-admin: reloaded {}; serves Docker API {}",
+                dir.join(crate::config::CONFIG_FILE).display(),
+                api.describe()
+            );
+            for line in api.warnings(&config.docker_host) {
+                eprintln!("{line}");
+            }
+            if audit_mode {
+                eprintln!("{AUDIT_WARNING}");
+            }
+            format!("serving Docker API {} (reloaded)", api.range)
+        }
+        Err(e) => {
+            eprintln!("vch-admin: reload failed, keeping the running settings: {e:#}");
+            format!("serving with the previous settings: reload failed: {e:#}")
+        }
+    }
 }
 
 /// The API versions a running server serves, for its stderr lines.
@@ -333,14 +410,12 @@ fn load(dir: &Path) -> anyhow::Result<(VchConfig, Settings)> {
 
 /// Writes the `record` field of audit events, one line each, to the audit sink.
 pub(crate) struct AuditLayer {
-    out: Mutex<Box<dyn Write + Send>>,
+    sink: Arc<AuditSink>,
 }
 
 impl AuditLayer {
-    pub(crate) fn new(out: Box<dyn Write + Send>) -> Self {
-        AuditLayer {
-            out: Mutex::new(out),
-        }
+    pub(crate) fn new(sink: Arc<AuditSink>) -> Self {
+        AuditLayer { sink }
     }
 }
 
@@ -359,7 +434,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditLayer {
         if let Some(mut line) = record.0 {
             // One write per line: the file is unbuffered, and `writeln!` would make two.
             line.push('\n');
-            let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = self.sink.lock();
             // An audit line that cannot be written is reported once per line on stderr.
             if out
                 .write_all(line.as_bytes())

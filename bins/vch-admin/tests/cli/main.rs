@@ -14,4 +14,5 @@ mod inspect;
 mod project;
 mod registry;
 mod serve;
+mod service;
 mod update;

@@ -151,6 +151,12 @@ fn create_then_serve_with_reload_and_shutdown() {
         .replace("reg.allowed.example", "reg.other.example");
     std::fs::write(&config, text).unwrap();
     signal(&serving.0, "-HUP");
+    // First the audit log is reopened (log rotation), then the settings are reloaded.
+    let reopened = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        reopened.contains(&format!("reopened the audit log {}", audit.display())),
+        "{reopened}"
+    );
     let reloaded = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(reloaded.contains("reloaded"), "{reloaded}");
     let out = pull("reg.other.example/app");
@@ -168,7 +174,10 @@ fn create_then_serve_with_reload_and_shutdown() {
     // A broken config on SIGHUP keeps the running settings.
     std::fs::write(&config, "this is not toml").unwrap();
     signal(&serving.0, "-HUP");
-    let failed = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let failed = rx
+        .iter()
+        .find(|l| !l.contains("reopened the audit log"))
+        .unwrap();
     assert!(failed.contains("reload failed"), "{failed}");
     let out = docker_with_env(
         &env_file,
