@@ -342,3 +342,27 @@ fn inspect_shows_the_narrowed_lists() {
         assert!(text.contains(want), "{want}: {text}");
     }
 }
+
+/// `vch-admin inspect DIR | head -1`: the reader leaves early; vch-admin leaves quietly with
+/// SIGPIPE's status instead of panicking about a broken pipe.
+#[test]
+fn a_closed_stdout_ends_inspect_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = create(
+        tmp.path(),
+        "piped",
+        &["--no-registry-probe", "--wr", "registry.example.com"],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vch-admin"))
+        .arg("inspect")
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
