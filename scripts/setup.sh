@@ -22,6 +22,8 @@
 #   procps           pgrep: the test script checks no daemon survives the tests
 #   iproute2         ip netns/veth: a registry off loopback, where dockerd verifies TLS
 #   bzip2, xz-utils, zstd  compressed build contexts, made by the real tools in the build tests
+#   prometheus       promtool: `promtool check metrics` validates what `serve --metrics` serves
+#                    (the package's service is kept from starting, as the others' are)
 #   gzip, tar, git, ca-certificates, gcc, make: build and test tools (gcc builds aws-lc-sys and
 #                    the bundled libbzip2, liblzma and zstd of the build context reader)
 # Rust: the rustfmt and clippy components, and cargo-deny 0.20 (for ../shared/tools/deny.sh).
@@ -41,7 +43,7 @@ else
   packages=(
     docker.io docker-registry skopeo dnsmasq-base haproxy busybox-static wrk
     apache2-utils openssl curl procps iproute2 bzip2 xz-utils zstd gzip tar git ca-certificates gcc make
-    logrotate systemd
+    logrotate systemd prometheus
   )
 fi
 

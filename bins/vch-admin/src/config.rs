@@ -29,6 +29,9 @@
 //! ca = "docker-ca.pem"
 //! cert = "docker-cert.pem"
 //! key = "docker-key.pem"
+//!
+//! [serve]                                   # optional: how `vch-admin serve` runs
+//! metrics = "127.0.0.1:9323"                # Prometheus metrics on GET /metrics (plain HTTP)
 //! ```
 //!
 //! Without `[api]` a VCH serves Docker API 1.24 up to the lower of its engine's `ApiVersion` and
@@ -86,6 +89,9 @@ pub struct VchConfig {
     /// Client TLS towards a `tcp://` engine that requires it (`dockerd --tlsverify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_tls: Option<DockerTls>,
+    /// How `vch-admin serve` runs: the metrics listener.
+    #[serde(default, skip_serializing_if = "ServeConfig::is_default")]
+    pub serve: ServeConfig,
     /// `[[client]]`: the client certificates `vch-admin client add` issued.
     #[serde(default, rename = "client", skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<ClientEntry>,
@@ -220,6 +226,25 @@ fn deserialize_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
     match Size::deserialize(deserializer)? {
         Size::Bytes(n) => Ok(n),
         Size::Text(text) => parse_size(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The `[serve]` section, read by `vch-admin serve` at start (a SIGHUP does not move the
+/// listener).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Where Prometheus metrics are served (`GET /metrics`, plain HTTP without authentication:
+    /// a loopback address or a scrape network); `serve --metrics` overrides it. `None`: not
+    /// served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
+}
+
+impl ServeConfig {
+    /// Nothing set: the section is left out of the file.
+    pub fn is_default(&self) -> bool {
+        *self == ServeConfig::default()
     }
 }
 
@@ -586,8 +611,39 @@ mod tests {
             api: ApiConfig::default(),
             build: BuildConfig::default(),
             docker_tls: None,
+            serve: ServeConfig::default(),
             clients: Vec::new(),
             projects: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_metrics_address_round_trips_and_a_bad_one_is_refused() {
+        let with_metrics = VchConfig {
+            serve: ServeConfig {
+                metrics: Some("127.0.0.1:9323".parse().unwrap()),
+            },
+            ..sample()
+        };
+        let text = with_metrics.to_toml().unwrap();
+        assert!(
+            text.contains("[serve]\nmetrics = \"127.0.0.1:9323\"\n"),
+            "{text}"
+        );
+        assert_eq!(
+            VchConfig::from_toml(&text, Path::new("x")).unwrap(),
+            with_metrics
+        );
+        // Absent: nothing served, and no section written.
+        assert!(!sample().to_toml().unwrap().contains("[serve]"));
+        for bad in ["localhost:9323", "127.0.0.1", "9323", "[::1]:99999"] {
+            let text = format!("name = \"a\"\n[serve]\nmetrics = \"{bad}\"\n");
+            let err = VchConfig::from_toml(&text, Path::new("vch.toml")).unwrap_err();
+            let err = format!("{err:#}");
+            assert!(
+                err.contains("vch.toml is not valid") && err.contains("socket address"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -259,6 +259,7 @@ fn plan(args: &CreateArgs) -> anyhow::Result<Plan> {
         },
         build: BuildConfig::default(),
         docker_tls: None,
+        serve: crate::config::ServeConfig::default(),
         clients,
         projects: std::collections::BTreeMap::new(),
     };

@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Seconds open requests may take to finish on shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// Serve Prometheus metrics on ADDR (`GET /metrics`, plain HTTP, no authentication: a
+    /// loopback address or a scrape network); overrides `[serve] metrics` in vch.toml.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Where audit lines go: stdout, or a file opened for appending and reopened on SIGHUP.
@@ -156,10 +160,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.unix {
         listen.push(Listen::Unix(path.clone()));
     }
+    let metrics = start_metrics(args.metrics.or(config.serve.metrics)).await?;
     let options = Options {
         header_read_timeout: Duration::from_secs(args.header_timeout.max(1)),
         max_connections: args.max_connections.max(1),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        metrics: metrics
+            .as_ref()
+            .map(|(metrics, _)| std::sync::Arc::clone(metrics)),
         ..Options::default()
     };
     let server = Server::bind(&listen, settings, options).await?;
@@ -179,6 +187,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     for line in api.warnings(&config.docker_host) {
         eprintln!("{line}");
+    }
+    if let Some((_, addr)) = &metrics {
+        eprintln!("vch-admin: metrics on http://{addr}/metrics");
     }
     if audit_mode {
         eprintln!("{AUDIT_WARNING}");
@@ -246,6 +257,23 @@ async fn reload(dir: &Path, handle: &Handle) -> String {
             format!("serving with the previous settings: reload failed: {e:#}")
         }
     }
+}
+
+/// Binds the metrics listener, if an address is given, and serves it for the life of the
+/// process: a bad or busy address stops the start.
+async fn start_metrics(
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<Option<(std::sync::Arc<vch_proxy::Metrics>, SocketAddr)>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = vch_proxy::MetricsListener::bind(addr)
+        .await
+        .context("cannot serve metrics (--metrics or [serve] metrics)")?;
+    let bound = listener.local_addr()?;
+    let metrics = std::sync::Arc::new(vch_proxy::Metrics::new());
+    tokio::spawn(listener.serve(std::sync::Arc::clone(&metrics)));
+    Ok(Some((metrics, bound)))
 }
 
 /// The API versions a running server serves, for its stderr lines.

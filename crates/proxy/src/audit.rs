@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::{Method, Uri};
 
+use crate::metrics::{Metrics, RouteKind};
 use crate::route::ApiVersion;
 
 /// The `tracing` target of audit events.
@@ -80,6 +81,10 @@ pub(crate) struct Audit {
     bytes_out: AtomicU64,
     policy: Mutex<Option<PolicyRecord>>,
     build: Mutex<Option<BuildRecord>>,
+    /// The route kind for the metrics ([`RouteKind::UNROUTED`] until routed).
+    route: AtomicU8,
+    /// Where the exchange's bytes and decisions are also counted, when metrics are served.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// A build's part of an audit record: what was read of its context.
@@ -130,7 +135,12 @@ pub(crate) struct Verdict {
 }
 
 impl Audit {
-    pub(crate) fn new(peer: Arc<str>, method: &Method, uri: &Uri) -> Arc<Self> {
+    pub(crate) fn new(
+        peer: Arc<str>,
+        method: &Method,
+        uri: &Uri,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Arc<Self> {
         Arc::new(Audit {
             started: Instant::now(),
             time: SystemTime::now(),
@@ -143,7 +153,29 @@ impl Audit {
             bytes_out: AtomicU64::new(0),
             policy: Mutex::new(None),
             build: Mutex::new(None),
+            route: AtomicU8::new(RouteKind::UNROUTED.as_u8()),
+            metrics,
         })
+    }
+
+    /// The metrics the exchange is counted in, if any.
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
+    }
+
+    /// Records how the router classified the request.
+    pub(crate) fn set_route(&self, route: RouteKind) {
+        self.route.store(route.as_u8(), Ordering::Relaxed);
+    }
+
+    /// Counts the answer in the metrics: its status, and the time from the request's head to
+    /// the response's.
+    pub(crate) fn count_answer(&self) {
+        if let Some(metrics) = &self.metrics {
+            let route = RouteKind::from_u8(self.route.load(Ordering::Relaxed));
+            let status = u16::try_from(self.status.load(Ordering::Relaxed)).unwrap_or(0);
+            metrics.answered(route, status, self.started.elapsed());
+        }
     }
 
     pub(crate) fn set_version(&self, version: ApiVersion) {
@@ -167,10 +199,16 @@ impl Audit {
 
     pub(crate) fn add_in(&self, n: u64) {
         self.bytes_in.fetch_add(n, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.bytes_in(n);
+        }
     }
 
     pub(crate) fn add_out(&self, n: u64) {
         self.bytes_out.fetch_add(n, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.bytes_out(n);
+        }
     }
 
     /// Writes the record. Called once, when the last holder of the exchange lets go; the line is
@@ -533,6 +571,7 @@ mod tests {
             Peer::default().json_fields(),
             &Method::GET,
             &Uri::from_static("/_ping"),
+            None,
         );
         drop(AuditGuard::deferred(
             Arc::clone(&audit),
@@ -590,7 +629,7 @@ mod tests {
         let uri: Uri = "/v1.24/images/create?fromImage=a%2Fb&tag=1"
             .parse()
             .unwrap();
-        let audit = Audit::new(peer.json_fields(), &Method::POST, &uri);
+        let audit = Audit::new(peer.json_fields(), &Method::POST, &uri, None);
         audit.set_version(ApiVersion {
             major: 1,
             minor: 24,
@@ -646,6 +685,7 @@ mod tests {
             Peer::default().json_fields(),
             &Method::GET,
             &Uri::from_static("/_ping"),
+            None,
         );
         let mut line = String::new();
         bare.write_json(&mut line);

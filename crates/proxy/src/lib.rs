@@ -12,6 +12,7 @@ mod gojson;
 mod info;
 mod io;
 pub mod manual;
+mod metrics;
 mod police;
 mod route;
 mod server;
@@ -34,6 +35,7 @@ pub use crate::gate::{
 };
 #[doc(hidden)]
 pub use crate::gojson::check_invariants as go_json_check;
+pub use crate::metrics::{METRICS_CONTENT_TYPE, Metrics, MetricsListener};
 pub use crate::route::{ApiVersion, Kind, Refusal, Routed, percent_decode, route, route_in};
 pub use crate::server::{Handle, Listen, Options, Server};
 pub use crate::settings::{BuildSpool, Settings, server_tls, server_tls_with_crl};

@@ -101,6 +101,9 @@ pub(crate) async fn police(
         }
         Ok(ask) => ask,
         Err(message) => {
+            if let Some(metrics) = audit.metrics() {
+                metrics.invalid(gate.name());
+            }
             audit.set_policy(PolicyRecord {
                 route: gate.name(),
                 mode: settings.mode.as_str(),
@@ -180,6 +183,9 @@ async fn decide(
     let verdicts: Vec<(Verdict, Option<String>)> = match ask {
         Ask::Nothing => return None,
         Ask::Unsupported(reason) => {
+            if let Some(metrics) = audit.metrics() {
+                metrics.invalid(gate.name());
+            }
             audit.set_policy(PolicyRecord {
                 route: gate.name(),
                 mode: settings.mode.as_str(),
@@ -241,6 +247,9 @@ pub(crate) fn conclude(
 ) -> Option<Response<Body>> {
     if verdicts.is_empty() {
         return None;
+    }
+    if let Some(metrics) = audit.metrics() {
+        metrics.decided(settings, gate.name(), verdicts.iter().map(|(v, _)| v));
     }
     let denied = verdicts.iter().position(|(v, _)| !v.allowed);
     let deciding = denied.unwrap_or(verdicts.len().saturating_sub(1));

@@ -18,6 +18,7 @@ use crate::Error;
 use crate::api::{ApiRange, ApiView, EngineApi, ProbeError, probe_engine};
 use crate::audit::{Deferred, Peer};
 use crate::io::{EmitAfterFlush, Stream};
+use crate::metrics::Metrics;
 use crate::route::ApiVersion;
 use crate::service::Conn;
 use crate::settings::Settings;
@@ -47,6 +48,9 @@ pub struct Options {
     pub tls_handshake_timeout: Duration,
     /// On shutdown, how long open connections may take to finish. Default 30 s.
     pub shutdown_grace: Duration,
+    /// Where requests, decisions, bytes, connections and hijacks are counted (served by
+    /// [`crate::MetricsListener`]). Default `None`: nothing is counted.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for Options {
@@ -57,6 +61,7 @@ impl Default for Options {
             max_connections: 1024,
             tls_handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            metrics: None,
         }
     }
 }
@@ -71,9 +76,15 @@ pub(crate) struct Shared {
     probing: tokio::sync::Mutex<()>,
     live: AtomicUsize,
     drained: Notify,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Shared {
+    /// The metrics, when they are counted.
+    pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
     pub(crate) fn settings(&self) -> Arc<Settings> {
         Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
     }
@@ -140,12 +151,18 @@ struct LiveToken(Arc<Shared>);
 impl LiveToken {
     fn new(shared: &Arc<Shared>) -> Self {
         shared.live.fetch_add(1, Ordering::SeqCst);
+        if let Some(metrics) = &shared.metrics {
+            metrics.connection_opened();
+        }
         LiveToken(Arc::clone(shared))
     }
 }
 
 impl Drop for LiveToken {
     fn drop(&mut self) {
+        if let Some(metrics) = &self.0.metrics {
+            metrics.connection_closed();
+        }
         if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.drained.notify_waiters();
         }
@@ -261,6 +278,7 @@ impl Server {
             probing: tokio::sync::Mutex::new(()),
             live: AtomicUsize::new(0),
             drained: Notify::new(),
+            metrics: options.metrics.clone(),
         });
         // Ask the engine for its versions now, so the first client is served the right range;
         // an engine that does not answer yet is asked again by the first request.

@@ -17,6 +17,7 @@ use crate::audit::{Audit, AuditGuard, Counted, Deferred, Peer};
 use crate::engine::{self, EngineConn, Slot};
 use crate::error::docker_error;
 use crate::info;
+use crate::metrics::RouteKind;
 use crate::police::{self, Forwarded, Policed};
 use crate::route::{self, Kind, Routed};
 use crate::server::Shared;
@@ -91,7 +92,12 @@ impl Conn {
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let settings = self.shared.settings();
         let api = self.shared.api(&settings).await;
-        let audit = Audit::new(Arc::clone(&self.peer), req.method(), req.uri());
+        let audit = Audit::new(
+            Arc::clone(&self.peer),
+            req.method(),
+            req.uri(),
+            self.shared.metrics().cloned(),
+        );
         let guard = AuditGuard::deferred(Arc::clone(&audit), Arc::clone(&self.deferred));
         let scope = settings.scope(self.project.as_ref());
         let (mut response, splice) = self.respond(&settings, &scope, &api, req, &audit).await;
@@ -101,6 +107,7 @@ impl Conn {
             .headers_mut()
             .insert(API_VERSION_HEADER, api.header.clone());
         audit.set_status(response.status().as_u16());
+        audit.count_answer();
         // The record is written once the end of the response is flushed to the client, or when
         // the hijacked stream closes.
         Ok(match splice {
@@ -140,6 +147,7 @@ impl Conn {
             }
         };
         audit.set_version(routed.version);
+        audit.set_route(RouteKind::of(routed.kind));
 
         let hijack = routed.kind == Kind::Hijack && req.headers().contains_key(header::UPGRADE);
         let client_upgrade = hijack.then(|| hyper::upgrade::on(&mut req));
@@ -301,11 +309,10 @@ impl Conn {
         if hijack {
             // On a connection of its own: it becomes the raw stream, and a kept one could have
             // gone stale, which only a retry would reveal.
-            let stream = settings
-                .upstream
-                .connect()
-                .await
-                .map_err(|e| format!("cannot reach the Docker engine at {url}: {e}"))?;
+            let stream = settings.upstream.connect().await.map_err(|e| {
+                self.upstream_connect_error();
+                format!("cannot reach the Docker engine at {url}: {e}")
+            })?;
             return self.send_hijack(url, stream, req).await;
         }
         let kept = EngineConn::take(&self.engine, url);
@@ -319,6 +326,7 @@ impl Conn {
             None => match EngineConn::open(&settings.upstream).await {
                 Ok(conn) => conn,
                 Err(message) => {
+                    self.upstream_connect_error();
                     // The engine may come back as another version: ask it again then.
                     self.shared.forget_engine_api();
                     return Err(message);
@@ -329,12 +337,20 @@ impl Conn {
             Ok(response) => Ok(response),
             Err(failed) if failed.stale && retry => {
                 tracing::debug!(error = %failed.message, "kept engine connection was stale");
-                let conn = EngineConn::open(&settings.upstream).await?;
+                let conn = EngineConn::open(&settings.upstream)
+                    .await
+                    .inspect_err(|_| self.upstream_connect_error())?;
                 engine::exchange(conn, &parts, Body::default(), Arc::clone(&self.engine))
                     .await
                     .map_err(|failed| failed.message)
             }
             Err(failed) => Err(failed.message),
+        }
+    }
+
+    fn upstream_connect_error(&self) {
+        if let Some(metrics) = self.shared.metrics() {
+            metrics.upstream_connect_error();
         }
     }
 
@@ -408,6 +424,10 @@ fn spawn_splice(splice: Splice, guard: AuditGuard) {
         let (client, upstream) = tokio::join!(splice.client, splice.upstream);
         match (client, upstream) {
             (Ok(client), Ok(upstream)) => {
+                let metrics = splice.audit.metrics();
+                if let Some(metrics) = metrics {
+                    metrics.hijack_started();
+                }
                 let mut client = TokioIo::new(client);
                 let mut upstream = TokioIo::new(upstream);
                 match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
@@ -416,6 +436,9 @@ fn spawn_splice(splice: Splice, guard: AuditGuard) {
                         splice.audit.add_out(to_client);
                     }
                     Err(e) => tracing::debug!(error = %e, "hijacked stream ended with an error"),
+                }
+                if let Some(metrics) = metrics {
+                    metrics.hijack_ended();
                 }
             }
             (client, upstream) => {

@@ -11,6 +11,7 @@ mod check;
 mod client;
 mod create;
 mod inspect;
+mod metrics;
 mod project;
 mod registry;
 mod serve;

@@ -597,6 +597,9 @@ impl hyper::body::Body for Channel {
 
 /// Records an invalid build request.
 fn invalid(settings: &Settings, audit: &Audit, message: &str) {
+    if let Some(metrics) = audit.metrics() {
+        metrics.invalid(Gate::Build.name());
+    }
     audit.set_policy(PolicyRecord {
         route: Gate::Build.name(),
         mode: settings.mode.as_str(),
