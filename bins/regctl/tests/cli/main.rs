@@ -6,6 +6,7 @@
 mod certs_d;
 mod commands;
 mod interop;
+mod progress;
 mod proxy;
 
 use std::io::Write as _;
