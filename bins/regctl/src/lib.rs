@@ -8,6 +8,7 @@
     reason = "a command line prints"
 )]
 
+mod completion;
 mod progress;
 mod settings;
 
@@ -22,6 +23,7 @@ use vch_registry::{
     CopyOptions, DockerConfig, Manifest, OCI_MANIFEST, Platform, Reference, copy_image,
 };
 
+pub use completion::CompletionArgs;
 use progress::{Event, Outcome};
 pub use progress::{ProgressArgs, ProgressMode};
 use settings::{Clients, PolicyGate, encode_auth};
@@ -73,6 +75,8 @@ pub enum Command {
     /// Artifacts (OCI 1.1 referrers).
     #[command(subcommand)]
     Artifact(ArtifactCmd),
+    /// Print a shell completion script (bash, zsh, fish) on stdout.
+    Completion(CompletionArgs),
 }
 
 /// `regctl artifact …`.
@@ -300,6 +304,9 @@ fn repo_ref(s: &str) -> anyhow::Result<Reference> {
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completion(args) = &cli.command {
+        return completion::run(args);
+    }
     let config_path = Config::path()?;
     let config = Config::load(&config_path)?;
     let policy = cli.policy.as_deref().map(PolicyGate::load).transpose()?;
@@ -346,6 +353,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Blob(cmd) => blob_cmd(cmd, &clients, json).await,
         Command::Image(cmd) => image_cmd(cmd, &clients, json).await,
         Command::Artifact(cmd) => artifact_cmd(cmd, &clients, json).await,
+        Command::Completion(args) => completion::run(&args),
     }
 }
 

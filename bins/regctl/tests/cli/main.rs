@@ -5,6 +5,7 @@
 
 mod certs_d;
 mod commands;
+mod completion;
 mod interop;
 mod progress;
 mod proxy;
