@@ -22,8 +22,13 @@
 #   procps           pgrep: the test script checks no daemon survives the tests
 #   iproute2         ip netns/veth: a registry off loopback, where dockerd verifies TLS
 #   bzip2, xz-utils, zstd  compressed build contexts, made by the real tools in the build tests
+#   logrotate        rotates the audit log with contrib/logrotate/vch in the service test
+#   systemd          `systemd-analyze verify` of contrib/systemd/vch@.service
 #   prometheus       promtool: `promtool check metrics` validates what `serve --metrics` serves
 #                    (the package's service is kept from starting, as the others' are)
+#   zsh, fish        the shells that check the `completion` scripts (`zsh -n`, `fish -n`; bash is there)
+#   groff-base, mandoc  render and lint the man pages of `cargo xtask man`
+#   bsdutils         `script`: a pseudo-terminal for the test of regctl's progress display
 #   gzip, tar, git, ca-certificates, gcc, make: build and test tools (gcc builds aws-lc-sys and
 #                    the bundled libbzip2, liblzma and zstd of the build context reader)
 # Rust: the rustfmt and clippy components, and cargo-deny 0.20 (for ../shared/tools/deny.sh).
@@ -43,7 +48,7 @@ else
   packages=(
     docker.io docker-registry skopeo dnsmasq-base haproxy busybox-static wrk
     apache2-utils openssl curl procps iproute2 bzip2 xz-utils zstd gzip tar git ca-certificates gcc make
-    logrotate systemd prometheus
+    logrotate systemd prometheus zsh fish groff-base mandoc bsdutils
   )
 fi
 

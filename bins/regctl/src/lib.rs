@@ -8,20 +8,24 @@
     reason = "a command line prints"
 )]
 
+mod completion;
+mod progress;
 mod settings;
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use vch_registry::{
-    CopyEvent, CopyOptions, DockerConfig, Manifest, OCI_MANIFEST, Platform, Reference, copy_image,
+    CopyOptions, DockerConfig, Manifest, OCI_MANIFEST, Platform, Reference, copy_image,
 };
 
+pub use completion::CompletionArgs;
+use progress::{Event, Outcome};
+pub use progress::{ProgressArgs, ProgressMode};
 use settings::{Clients, PolicyGate, encode_auth};
 pub use settings::{Config, HostConfig, TlsMode};
 
@@ -71,6 +75,8 @@ pub enum Command {
     /// Artifacts (OCI 1.1 referrers).
     #[command(subcommand)]
     Artifact(ArtifactCmd),
+    /// Print a shell completion script (bash, zsh, fish) on stdout.
+    Completion(CompletionArgs),
 }
 
 /// `regctl artifact …`.
@@ -197,6 +203,9 @@ pub enum BlobCmd {
         repo: String,
         /// `sha256:…`.
         digest: String,
+        /// Progress on stderr.
+        #[command(flatten)]
+        progress: ProgressArgs,
     },
     /// Whether a blob exists, and its size.
     Head {
@@ -247,6 +256,9 @@ pub struct CopyArgs {
     /// target's `sha256-<hex>` tag is updated where it has no referrers API.
     #[arg(long)]
     pub referrers: bool,
+    /// Progress on stderr.
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 }
 
 /// Sets up logging on stderr (`-v` info, `-vv` debug; `RUST_LOG` overrides).
@@ -292,6 +304,9 @@ fn repo_ref(s: &str) -> anyhow::Result<Reference> {
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completion(args) = &cli.command {
+        return completion::run(args);
+    }
     let config_path = Config::path()?;
     let config = Config::load(&config_path)?;
     let policy = cli.policy.as_deref().map(PolicyGate::load).transpose()?;
@@ -338,6 +353,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Blob(cmd) => blob_cmd(cmd, &clients, json).await,
         Command::Image(cmd) => image_cmd(cmd, &clients, json).await,
         Command::Artifact(cmd) => artifact_cmd(cmd, &clients, json).await,
+        Command::Completion(args) => completion::run(&args),
     }
 }
 
@@ -487,16 +503,18 @@ async fn manifest_cmd(cmd: ManifestCmd, clients: &Clients, json: bool) -> anyhow
 
 async fn blob_cmd(cmd: BlobCmd, clients: &Clients, json: bool) -> anyhow::Result<()> {
     match cmd {
-        BlobCmd::Get { repo, digest } => {
+        BlobCmd::Get {
+            repo,
+            digest,
+            progress,
+        } => {
             let r = repo_ref(&repo)?;
             let d = vch_registry::Digest::parse(&digest)?;
             let client = clients.client(&r.registry).await?;
-            let mut stream = client.blob_get(&r.repository, &d).await?;
-            let mut out = std::io::stdout().lock();
-            while let Some(chunk) = stream.chunk().await? {
-                out.write_all(&chunk)?;
-            }
-            out.flush()?;
+            let reporter = progress.reporter();
+            let result = blob_get(&client, &r.repository, &d, &reporter).await;
+            reporter.finish(result.is_ok());
+            result?;
         }
         BlobCmd::Head { repo, digest } => {
             let r = repo_ref(&repo)?;
@@ -533,19 +551,13 @@ async fn image_cmd(cmd: ImageCmd, clients: &Clients, json: bool) -> anyhow::Resu
             if let Some(p) = &args.platform {
                 opts = opts.platform(Platform::parse(p)?);
             }
-            let bar = progress_bar();
-            if let Some(bar) = &bar {
-                let bar = bar.clone();
-                opts = opts.progress(Arc::new(move |e: &CopyEvent| match e {
-                    CopyEvent::BlobStarted { size, .. } => bar.inc_length(*size),
-                    CopyEvent::BlobDone { size, .. } => bar.inc(*size),
-                    _ => {}
-                }));
+            let reporter = args.progress.reporter();
+            if let Some(callback) = reporter.copy_callback() {
+                opts = opts.progress(callback);
             }
-            let report = copy_image(&src, &s, &dst, &d, &opts).await?;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
+            let result = copy_image(&src, &s, &dst, &d, &opts).await;
+            reporter.finish(result.is_ok());
+            let report = result?;
             if json {
                 print_json(&serde_json::json!({
                     "digest": report.digest, "mediaType": report.media_type,
@@ -639,18 +651,39 @@ async fn artifact_cmd(cmd: ArtifactCmd, clients: &Clients, json: bool) -> anyhow
     Ok(())
 }
 
-/// A byte progress bar on stderr when it is a terminal; none otherwise (quiet in scripts).
-fn progress_bar() -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
+/// Writes a blob to stdout as it arrives (verified at the end by the stream), reporting
+/// progress at most every 100 ms; progress never touches stdout.
+async fn blob_get(
+    client: &vch_registry::Client,
+    repo: &str,
+    digest: &vch_registry::Digest,
+    reporter: &progress::Reporter,
+) -> anyhow::Result<()> {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+    let mut stream = client.blob_get(repo, digest).await?;
+    let digest = digest.as_str();
+    reporter.event(Event::Started {
+        digest,
+        size: stream.size(),
+    });
+    let mut out = std::io::stdout().lock();
+    let (mut bytes, mut last) = (0u64, std::time::Instant::now());
+    while let Some(chunk) = stream.chunk().await? {
+        out.write_all(&chunk)?;
+        bytes += chunk.len() as u64;
+        if !reporter.is_silent() && last.elapsed() >= EVERY {
+            last = std::time::Instant::now();
+            reporter.event(Event::Progress { digest, bytes });
+        }
     }
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    Some(bar)
+    out.flush()?;
+    reporter.event(Event::Progress { digest, bytes });
+    reporter.event(Event::Done {
+        digest,
+        size: bytes,
+        outcome: Outcome::Downloaded,
+    });
+    Ok(())
 }
 
 /// Deletes a tag: `DELETE` by tag where the registry supports it; otherwise (Distribution

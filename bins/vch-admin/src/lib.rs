@@ -10,6 +10,7 @@
 //! | `client add\|ls\|revoke DIR` | client certificates from the VCH's CA, one project each (subject OU); revocation writes `crl.pem` |
 //! | `inspect DIR` | configuration, lists in force and certificates, with lints |
 //! | `registry cert` / `registry trust` | a private registry's TLS certificate, env file and `certs.d` trust |
+//! | `completion SHELL` | a bash, zsh or fish completion script on stdout |
 //!
 //! Exit codes: 0 success, 1 the operation found a problem (an image denied, a lint error),
 //! 2 usage or configuration error.
@@ -21,6 +22,7 @@
 
 mod check;
 mod client;
+mod completion;
 pub mod config;
 mod create;
 mod inspect;
@@ -57,6 +59,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Client certificates for a VCH: add (for a project), ls, revoke.
     Client(client::ClientArgs),
+    /// Print a shell completion script (bash, zsh, fish) on stdout.
+    Completion(completion::CompletionArgs),
     /// Create a VCH directory: certificates, an env file and vch.toml.
     Create(create::CreateArgs),
     /// Show a VCH's configuration and certificates with lints; exit 1 on errors.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(args),
         Command::Client(args) => client::run(args),
+        Command::Completion(args) => completion::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Create(args) => create::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Project(args) => project::run(args),

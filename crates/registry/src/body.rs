@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -85,6 +86,12 @@ impl Checkpoints {
     }
 }
 
+/// How often at most a stream reports its read offset to its progress hook.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Told the offset a blob stream has read up to (throttled to [`PROGRESS_EVERY`]).
+pub(crate) type ProgressHook = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// A blob body that checks size and digest as it streams.
 ///
 /// It holds back the last frame until the end of the source has been verified, so a
@@ -102,6 +109,7 @@ pub struct BlobStream {
     /// Bytes hashed but not yielded (a resumed stream starts before the resume offset).
     skip: u64,
     checkpoints: Option<Checkpoints>,
+    progress: Option<(ProgressHook, Instant)>,
 }
 
 impl std::fmt::Debug for BlobStream {
@@ -126,12 +134,21 @@ impl BlobStream {
             what,
             skip: 0,
             checkpoints: None,
+            progress: None,
         }
     }
 
     /// Records hash states into `checkpoints` as it streams.
     pub(crate) fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Self {
         self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// Tells `hook` the offset read up to as it streams, at most every [`PROGRESS_EVERY`]
+    /// (a clock read per frame, so a progress display costs next to nothing), and once more
+    /// with the whole size when the blob has been verified.
+    pub(crate) fn with_progress(mut self, hook: ProgressHook) -> Self {
+        self.progress = Some((hook, Instant::now()));
         self
     }
 
@@ -158,6 +175,7 @@ impl BlobStream {
             what,
             skip,
             checkpoints: None,
+            progress: None,
         }
     }
 
@@ -248,6 +266,13 @@ impl Body for BlobStream {
                         continue;
                     }
                     this.seen += data.len() as u64;
+                    if let Some((hook, last)) = &mut this.progress {
+                        let now = Instant::now();
+                        if now.duration_since(*last) >= PROGRESS_EVERY {
+                            *last = now;
+                            hook(this.seen);
+                        }
+                    }
                     if let Some(h) = this.hasher.as_mut() {
                         h.update(&data);
                         if let Some(c) = &this.checkpoints {
@@ -282,6 +307,10 @@ impl Body for BlobStream {
                     if let Err(e) = this.finish() {
                         this.pending = None;
                         return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                    // The whole blob, verified: a display always sees its last bytes.
+                    if let Some((hook, _)) = &this.progress {
+                        hook(this.seen);
                     }
                 }
             }

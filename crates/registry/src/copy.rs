@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::body::Checkpoints;
+use crate::body::{Checkpoints, ProgressHook};
 use crate::client::{Client, Mount};
 use crate::error::{Error, Result};
 use crate::manifest::{Descriptor, Manifest, Platform};
@@ -58,6 +58,18 @@ pub enum CopyEvent {
         size: u64,
         /// How it got there.
         outcome: BlobOutcome,
+    },
+    /// Bytes of a blob being streamed have been read from the source: at most every 100 ms
+    /// per blob, and once with `bytes == size` when the source has been read and verified
+    /// (so every copied blob has at least one). After a [`CopyEvent::BlobResumed`] the
+    /// offset may go back to where the resumed stream starts hashing.
+    BlobProgress {
+        /// Its digest.
+        digest: String,
+        /// Bytes read so far.
+        bytes: u64,
+        /// Its size.
+        size: u64,
     },
     /// A blob upload broke and continues from the registry's offset.
     BlobResumed {
@@ -311,6 +323,19 @@ fn emit(options: &CopyOptions, event: &CopyEvent) {
     }
 }
 
+/// A stream hook that reports [`CopyEvent::BlobProgress`], when anyone listens.
+fn progress_hook(options: &CopyOptions, blob: Blob<'_>) -> Option<ProgressHook> {
+    let progress = options.progress.clone()?;
+    let (digest, size) = (blob.digest.to_string(), blob.size);
+    Some(Arc::new(move |bytes| {
+        progress(&CopyEvent::BlobProgress {
+            digest: digest.clone(),
+            bytes,
+            size,
+        });
+    }))
+}
+
 /// Copies an image manifest's blobs, then the manifest under `target`; its digest.
 async fn copy_one(
     from: &Side<'_>,
@@ -435,10 +460,14 @@ async fn copy_blob_once(
         dst.upload_start(dst_repo).await?
     };
     let checkpoints = Checkpoints::new(digest);
+    let hook = progress_hook(options, blob);
     let mut stream = src
         .blob_get(src_repo, digest)
         .await?
         .with_checkpoints(checkpoints.clone());
+    if let Some(hook) = &hook {
+        stream = stream.with_progress(hook.clone());
+    }
     let mut current = session;
     let mut offset = 0;
     let mut resumes = 0;
@@ -490,5 +519,8 @@ async fn copy_blob_once(
         stream = src
             .blob_get_resumed(src_repo, digest, blob.size, checkpoint, offset)
             .await?;
+        if let Some(hook) = &hook {
+            stream = stream.with_progress(hook.clone());
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Real components on loopback for tests: a private `dockerd`, the Distribution registry,
 //! `dnsmasq`, `haproxy` as a TCP relay (plain or terminating TLS), a forward HTTP proxy, and
-//! test images, each in its own short temp dir under `/tmp` on free ports.
+//! test images, each in its own short temp dir under `/tmp` on free ports; and for command
+//! lines, real shells (bash, zsh, fish) to check completion scripts and a pseudo-terminal to
+//! see what a command draws.
 //!
 //! Every component is a value that owns its processes: dropping it (also while a test panics)
 //! sends SIGTERM, waits up to 10 s, sends SIGKILL and reaps, then removes the temp dir. Only
@@ -33,6 +35,7 @@ mod image;
 mod process;
 mod registry;
 mod seeds;
+mod shell;
 
 // The API.
 pub use dns::{Answer, Dns, DnsBuilder, RecordType, reverse_name};
@@ -46,3 +49,4 @@ pub use image::{PushedImage, RandomImage, TestImage, sha256_digest};
 pub use process::free_port;
 pub use registry::{Registry, RegistryBuilder, TokenAuth};
 pub use seeds::{SeedCorpus, SeedTarget};
+pub use shell::{Shell, bash_complete, run_in_pty, syntax_check};

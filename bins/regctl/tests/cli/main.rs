@@ -5,7 +5,9 @@
 
 mod certs_d;
 mod commands;
+mod completion;
 mod interop;
+mod progress;
 mod proxy;
 
 use std::io::Write as _;

@@ -9,6 +9,7 @@
 mod api;
 mod check;
 mod client;
+mod completion;
 mod create;
 mod inspect;
 mod metrics;

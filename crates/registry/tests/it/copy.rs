@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use vch_registry::{
-    BlobOutcome, CopyOptions, Credentials, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Digest, Error,
-    Platform, copy_image,
+    BlobOutcome, CopyEvent, CopyOptions, Credentials, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    Digest, Error, Platform, copy_image,
 };
 use vch_testbed::{HttpClient, TestImage};
 
@@ -29,7 +29,7 @@ fn copy_between_registries_then_skip_then_mount() {
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let ev = events.clone();
     let opts = CopyOptions::default().progress(std::sync::Arc::new(move |e| {
-        ev.lock().unwrap().push(format!("{e:?}"));
+        ev.lock().unwrap().push(e.clone());
     }));
     runtime().block_on(async {
         let r = copy_image(&src, &s, &dst, &d, &opts).await.unwrap();
@@ -56,11 +56,41 @@ fn copy_between_registries_then_skip_then_mount() {
     });
     let events = events.lock().unwrap();
     assert_eq!(
-        events.iter().filter(|e| e.starts_with("BlobDone")).count(),
+        events
+            .iter()
+            .filter(|e| matches!(e, CopyEvent::BlobDone { .. }))
+            .count(),
         4
     );
-    assert!(events.last().unwrap().starts_with("ManifestPushed"));
-    let _ = BlobOutcome::Copied;
+    assert!(matches!(
+        events.last().unwrap(),
+        CopyEvent::ManifestPushed { .. }
+    ));
+    // Every streamed blob reports its bytes, the whole size last, before it is done.
+    for (i, e) in events.iter().enumerate() {
+        match e {
+            CopyEvent::BlobProgress {
+                digest,
+                bytes,
+                size,
+            } => assert!(bytes <= size, "{digest}: {bytes} of {size}"),
+            CopyEvent::BlobDone {
+                digest,
+                size,
+                outcome,
+            } => {
+                assert_eq!(*outcome, BlobOutcome::Copied);
+                let last = events[..i].iter().rev().find_map(|e| match e {
+                    CopyEvent::BlobProgress {
+                        digest: d, bytes, ..
+                    } if d == digest => Some(*bytes),
+                    _ => None,
+                });
+                assert_eq!(last, Some(*size), "{digest}: last progress before done");
+            }
+            _ => {}
+        }
+    }
 }
 
 #[test]
