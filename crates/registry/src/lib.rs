@@ -11,6 +11,8 @@ mod manifest;
 mod proxy;
 mod reference;
 mod referrers;
+#[cfg(feature = "replicate")]
+pub mod replicate;
 mod settings;
 mod transport;
 

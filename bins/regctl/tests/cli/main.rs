@@ -7,6 +7,7 @@ mod certs_d;
 mod commands;
 mod interop;
 mod proxy;
+mod replicate;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
