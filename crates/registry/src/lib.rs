@@ -24,7 +24,8 @@ pub use client::{
     Page, Ping, UploadSession,
 };
 pub use copy::{
-    BlobOutcome, CopyEvent, CopyOptions, CopyReport, DEFAULT_CONCURRENCY, Progress, copy_image,
+    BlobOutcome, CopyEvent, CopyOptions, CopyReport, DEFAULT_CONCURRENCY, MountHint, Progress,
+    copy_image,
 };
 pub use credentials::{AuthEntry, Credentials, DOCKER_HUB_AUTH_KEY, DockerConfig};
 pub use error::{Error, RegistryError, RegistryErrors, Result};

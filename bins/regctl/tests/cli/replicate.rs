@@ -550,3 +550,110 @@ fn bad_rules_files_are_refused_with_the_rule_and_field() {
     let out = home.run(&["replicate", "run"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn blobs_already_at_the_destination_are_mounted_not_streamed() {
+    let src = Registry::start().unwrap();
+    let dst = Registry::start().unwrap();
+    let same = |repo: &str| {
+        TestImage::random(repo, "v1")
+            .layers(2)
+            .layer_size(256 << 10)
+            .seed(7)
+            .push(&HttpClient::plain(), src.url())
+            .unwrap()
+    };
+    let a = same("base/a");
+    let b = same("base/b");
+    assert_eq!(a.layer_digests, b.layer_digests);
+    let home = Home::new();
+    let rules = write_rules(
+        home.path(),
+        &format!(
+            "{}[[rule]]\nname = \"r\"\nfrom = \"src\"\nto = \"dst\"\nconcurrency = 1\n",
+            endpoints(&src, &dst)
+        ),
+    );
+    let out = home.ok(&["replicate", "run", "--rules", rules.to_str().unwrap()]);
+    assert!(out.contains("r: 2 repositories, 2 images"), "{out}");
+    assert_eq!(digest_at(&dst, "base/b", "v1"), Some(b.manifest_digest));
+    let log = requests(&dst.log());
+    let uploads: Vec<_> = log
+        .iter()
+        .filter(|(m, u, s)| m == "PUT" && u.contains("/blobs/uploads/") && *s == 201)
+        .collect();
+    assert_eq!(uploads.len(), 3, "3 blobs streamed once: {uploads:?}");
+    let mounts = log
+        .iter()
+        .filter(|(m, u, s)| {
+            m == "POST"
+                && *s == 201
+                && u.contains("mount=")
+                && (u.contains("from=base%2Fa") || u.contains("from=base/a"))
+        })
+        .count();
+    assert_eq!(mounts, 3, "{log:?}");
+}
+
+#[test]
+fn with_a_policy_every_endpoint_must_be_allowed() {
+    let src = Registry::start().unwrap();
+    let dst = Registry::start().unwrap();
+    let img = push(&src, "p/app", "v1");
+    let home = Home::new();
+    let rules = write_rules(
+        home.path(),
+        &format!(
+            "{}[[rule]]\nname = \"r\"\nfrom = \"src\"\nto = \"dst\"\ndest_namespace = \"m\"\n",
+            endpoints(&src, &dst)
+        ),
+    );
+    let r = rules.to_str().unwrap();
+    let vch = home.path().join("vch.toml");
+    let run = |policy: &str| {
+        std::fs::write(&vch, policy).unwrap();
+        home.run(&[
+            "--policy",
+            vch.to_str().unwrap(),
+            "replicate",
+            "run",
+            "--rules",
+            r,
+        ])
+    };
+    // The destination is not on the whitelist.
+    // (Whitelist mode needs a whitelist entry: 10.9.9.9 stands for "something else".)
+    let out = run(&format!(
+        "[registry]\nwhitelist = [\"10.9.9.9\"]\ninsecure = [\"{}\"]\n",
+        src.addr()
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("unauthorized registry ({})", dst.addr())),
+        "{err}"
+    );
+    assert!(err.contains("endpoint \"dst\""), "{err}");
+    // Listed as a secure registry, but the endpoint is plain http://.
+    let out = run(&format!(
+        "[registry]\nwhitelist = [\"10.9.9.9\", \"{}\"]\ninsecure = [\"{}\"]\n",
+        dst.addr(),
+        src.addr()
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("secure registry"), "{err}");
+    assert_eq!(digest_at(&dst, "m/p/app", "v1"), None);
+    // Both allowed (insecure: plain HTTP): it replicates.
+    let out = run(&format!(
+        "[registry]\nwhitelist = [\"10.9.9.9\"]\ninsecure = [\"{}\", \"{}\"]\n",
+        src.addr(),
+        dst.addr()
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(digest_at(&dst, "m/p/app", "v1"), Some(img.manifest_digest));
+}

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use super::rules::{Rule, Rules};
 use super::state::{Outcome, StateStore, now_secs};
 use crate::client::Client;
-use crate::copy::{CopyOptions, copy_image};
+use crate::copy::{CopyEvent, CopyOptions, copy_image};
 use crate::error::{Error, Result};
 use crate::reference::{Digest, Reference};
 
@@ -96,9 +96,11 @@ pub struct Replicator {
     rules: Rules,
     clients: HashMap<String, Client>,
     state: Arc<StateStore>,
-    copy: CopyOptions,
     /// (destination endpoint, destination repository) → the rule writing it.
     claims: Mutex<HashMap<(String, String), String>>,
+    /// (destination endpoint, blob digest) → a destination repository holding it, learnt
+    /// from this process's copies: later repositories mount those blobs.
+    blobs: Arc<Mutex<HashMap<(String, String), String>>>,
 }
 
 impl Replicator {
@@ -122,16 +124,29 @@ impl Replicator {
             rules,
             clients,
             state,
-            copy: CopyOptions::default(),
             claims: Mutex::new(HashMap::new()),
+            blobs: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
-    /// Copy options for every image (blob concurrency, progress).
-    #[must_use]
-    pub fn with_copy_options(mut self, copy: CopyOptions) -> Self {
-        self.copy = copy;
-        self
+    /// Copy options for one destination repository: blobs the destination registry holds
+    /// in another repository (seen by this process) are mounted from there.
+    fn copy_options(&self, to: &str, dest: &str) -> CopyOptions {
+        let (known, seen) = (self.blobs.clone(), self.blobs.clone());
+        let (to_hint, to_seen, dest) = (to.to_owned(), to.to_owned(), dest.to_owned());
+        CopyOptions::default()
+            .mount_hint(Arc::new(move |digest| {
+                let known = known.lock().ok()?;
+                known.get(&(to_hint.clone(), digest.to_owned())).cloned()
+            }))
+            .progress(Arc::new(move |event| {
+                if let CopyEvent::BlobDone { digest, .. } = event
+                    && let Ok(mut seen) = seen.lock()
+                {
+                    seen.entry((to_seen.clone(), digest.clone()))
+                        .or_insert_with(|| dest.clone());
+                }
+            }))
     }
 
     /// The rules.
@@ -277,6 +292,7 @@ impl Replicator {
         let src = self.client(&rule.from)?;
         let dst = self.client(&rule.to)?;
         let mut report = RepoReport::default();
+        let copy = self.copy_options(&rule.to, dest);
         let source_tags = match src.tags(repo, Some(PAGE)).await {
             Ok(t) => t,
             // The repository is gone at the source: every tag of it was deleted.
@@ -314,7 +330,7 @@ impl Replicator {
                 tag: Some(tag.to_owned()),
                 digest: None,
             };
-            let copied = copy_image(src, &from, dst, &to, &self.copy).await?;
+            let copied = copy_image(src, &from, dst, &to, &copy).await?;
             tracing::info!(rule = rule.name, %from, %to, digest = copied.digest, bytes = copied.bytes, "replicated");
             report.images += 1;
             report.bytes += copied.bytes;
