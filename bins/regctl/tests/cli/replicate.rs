@@ -657,3 +657,50 @@ fn with_a_policy_every_endpoint_must_be_allowed() {
     );
     assert_eq!(digest_at(&dst, "m/p/app", "v1"), Some(img.manifest_digest));
 }
+
+#[test]
+fn serve_runs_interval_rules_and_finishes_the_running_job_on_sigterm() {
+    let src = Registry::start().unwrap();
+    let dst = Registry::start().unwrap();
+    let home = Home::new();
+    let rules = write_rules(
+        home.path(),
+        &format!(
+            "{}[[rule]]\nname = \"tick\"\nfrom = \"src\"\nto = \"dst\"\ntrigger = \"every 2s\"\n\
+             dest_namespace = \"m\"\n",
+            endpoints(&src, &dst)
+        ),
+    );
+    let listen = format!("127.0.0.1:{}", vch_testbed::free_port().unwrap());
+    let serve = Serve::start(&home, &rules, &listen);
+    // No notifications: the interval finds it.
+    let small = push(&src, "tick/app", "v1");
+    wait_for("interval pass", Duration::from_secs(15), || {
+        digest_at(&dst, "m/tick/app", "v1") == Some(small.manifest_digest.clone())
+    });
+
+    // A large image; SIGTERM once its upload has begun: the job finishes, then serve exits 0.
+    let big = TestImage::random("tick/big", "v1")
+        .layers(3)
+        .layer_size(16 << 20)
+        .push(&HttpClient::plain(), src.url())
+        .unwrap();
+    wait_for("upload started", Duration::from_secs(15), || {
+        requests(&dst.log())
+            .iter()
+            .any(|(m, u, _)| m == "POST" && u.starts_with("/v2/m/tick/big/blobs/uploads/"))
+    });
+    serve.signal("TERM");
+    let mut serve = serve;
+    let status = serve.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        digest_at(&dst, "m/tick/big", "v1"),
+        Some(big.manifest_digest)
+    );
+    let st = state_json(&home, &rules);
+    assert_eq!(
+        st["rules"]["tick"]["repositories"]["tick/big"]["result"], "ok",
+        "{st}"
+    );
+}

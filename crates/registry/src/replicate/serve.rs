@@ -344,7 +344,8 @@ impl Scheduler {
         let Some(rule) = self.rule(&key.0) else {
             return;
         };
-        if self.running.contains_key(&key) {
+        if let Some(job) = self.running.get_mut(&key) {
+            job.again = true;
             return;
         }
         let cancel = CancelToken::new();
@@ -412,6 +413,9 @@ impl Scheduler {
         self.due.clear();
         self.scans.clear();
         let deadline = Instant::now() + self.options.shutdown_grace;
+        // A job cancelled in the middle of a large image stops after it; past a second grace
+        // period it is dropped (its repository's last checkpoint stays in the state file).
+        let hard = deadline + self.options.shutdown_grace;
         let mut cancelled = false;
         while !self.running.is_empty() {
             tokio::select! {
@@ -426,6 +430,10 @@ impl Scheduler {
                         job.cancel.cancel();
                     }
                     cancelled = true;
+                }
+                () = tokio::time::sleep_until(hard) => {
+                    tracing::warn!(jobs = self.running.len(), "jobs still running; stopping them");
+                    break;
                 }
             }
         }
