@@ -704,3 +704,29 @@ fn serve_runs_interval_rules_and_finishes_the_running_job_on_sigterm() {
         "{st}"
     );
 }
+
+#[test]
+fn two_rules_meeting_on_one_destination_repository_are_refused_at_run_time() {
+    let src = Registry::start().unwrap();
+    let dst = Registry::start().unwrap();
+    let x = push(&src, "x/app", "v1");
+    push(&src, "y/app", "v2");
+    let home = Home::new();
+    // x/app → m/x/app and y/app → m/x/app: different namespaces and flattening, so the load
+    // check lets them through; the second to claim the repository fails.
+    let rules = write_rules(
+        home.path(),
+        &format!(
+            "{}[[rule]]\nname = \"a\"\nfrom = \"src\"\nto = \"dst\"\nrepositories = [\"x/*\"]\n\
+             dest_namespace = \"m\"\n\n[[rule]]\nname = \"b\"\nfrom = \"src\"\nto = \"dst\"\n\
+             repositories = [\"y/*\"]\nflatten = 1\ndest_namespace = \"m/x\"\n",
+            endpoints(&src, &dst)
+        ),
+    );
+    let out = home.run(&["replicate", "run", "--rules", rules.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("also written by rule \"a\""), "{err}");
+    assert_eq!(digest_at(&dst, "m/x/app", "v1"), Some(x.manifest_digest));
+    assert_eq!(digest_at(&dst, "m/x/app", "v2"), None);
+}
