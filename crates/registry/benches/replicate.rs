@@ -9,7 +9,7 @@
 //!
 //! The source holds 50 repositories × 3 tags (`bench/app-NN:{v1,v2,v3}`, 150 images), populated
 //! once with the library client (not measured). Each image has three layers, as a fleet built on
-//! a few base images does: a base layer shared by every tenth repository (5 bases of 4 MiB), a
+//! a few base images does: a base layer shared by ten repositories (5 bases of 4 MiB), a
 //! dependency layer shared by the repository's three tags (512 KiB), and an application layer
 //! of its own (64 KiB); the blobs are made in `parts/*` repositories of the source (outside the
 //! replicated set) and mounted into `bench/*`.
