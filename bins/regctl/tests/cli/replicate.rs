@@ -198,6 +198,7 @@ fn tag_deletions_propagate_only_when_enabled_and_only_what_the_rule_put_there() 
     let v1 = push(&src, "app/x", "v1");
     let v2 = push(&src, "app/x", "v2");
     let gone = push(&src, "app/gone", "v1");
+    let solo = push(&src, "app/solo", "v1");
     let home = Home::new();
     home.ok(&["registry", "set", &src.addr(), "--tls", "disabled"]);
     let rules = write_rules(
@@ -232,11 +233,15 @@ fn tag_deletions_propagate_only_when_enabled_and_only_what_the_rule_put_there() 
         "delete",
         &format!("{}/app/gone@{}", src.addr(), gone.manifest_digest),
     ]);
+    home.ok(&[
+        "manifest",
+        "delete",
+        &format!("{}/app/solo@{}", src.addr(), solo.manifest_digest),
+    ]);
     assert_eq!(digest_at(&src, "app/x", "v2"), None);
-
     let out = home.ok(&["replicate", "run", "--rules", r]);
     assert!(
-        out.contains("del: 2 repositories, 0 images (0 bytes) replicated, 1 unchanged, 2 deleted"),
+        out.contains("del: 3 repositories, 0 images (0 bytes) replicated, 1 unchanged, 3 deleted"),
         "{out}"
     );
     assert_eq!(digest_at(&dst, "del/app/x", "v2"), None);
@@ -249,6 +254,19 @@ fn tag_deletions_propagate_only_when_enabled_and_only_what_the_rule_put_there() 
     assert_eq!(
         digest_at(&dst, "del/app/gone", "theirs"),
         Some(gone.manifest_digest.clone())
+    );
+    // A manifest deleted at the source that no other destination tag names: deleted by
+    // digest at the destination too.
+    assert_eq!(digest_at(&dst, "del/app/solo", "v1"), None);
+    assert_eq!(digest_at(&dst, "del/app/solo", &solo.manifest_digest), None);
+    assert_eq!(
+        digest_at(&dst, "keep/app/solo", &solo.manifest_digest),
+        Some(solo.manifest_digest.clone())
+    );
+    // The tag-only deletion left the image reachable by digest.
+    assert_eq!(
+        digest_at(&dst, "del/app/x", &v2.manifest_digest),
+        Some(v2.manifest_digest.clone())
     );
     // deletions = false: everything stays.
     assert_eq!(
