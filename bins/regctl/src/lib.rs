@@ -10,6 +10,7 @@
 
 mod completion;
 mod progress;
+mod replicate;
 mod settings;
 
 use std::io::{Read as _, Write as _};
@@ -17,15 +18,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use vch_registry::{
-    CopyOptions, DockerConfig, Manifest, OCI_MANIFEST, Platform, Reference, copy_image,
-};
+use vch_registry::{CopyOptions, DockerConfig, Manifest, Platform, Reference, copy_image};
 
 pub use completion::CompletionArgs;
 use progress::{Event, Outcome};
 pub use progress::{ProgressArgs, ProgressMode};
+pub use replicate::ReplicateCmd;
 use settings::{Clients, PolicyGate, encode_auth};
 pub use settings::{Config, HostConfig, TlsMode};
 
@@ -77,6 +76,9 @@ pub enum Command {
     Artifact(ArtifactCmd),
     /// Print a shell completion script (bash, zsh, fish) on stdout.
     Completion(CompletionArgs),
+    /// Replication between registries (rules file, run, serve, status).
+    #[command(subcommand)]
+    Replicate(ReplicateCmd),
 }
 
 /// `regctl artifact …`.
@@ -343,7 +345,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .filter(|_| r.digest.is_none())
                 .context("tag delete needs REPO:TAG")?;
             let client = clients.client(&r.registry).await?;
-            tag_delete(&client, &r.repository, &tag).await?;
+            client.tag_delete(&r.repository, &tag).await?;
             if json {
                 print_json(&serde_json::json!({"deleted": reference}))?;
             }
@@ -354,6 +356,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(cmd) => image_cmd(cmd, &clients, json).await,
         Command::Artifact(cmd) => artifact_cmd(cmd, &clients, json).await,
         Command::Completion(args) => completion::run(&args),
+        Command::Replicate(cmd) => replicate::run(cmd, &clients, json).await,
     }
 }
 
@@ -683,38 +686,5 @@ async fn blob_get(
         size: bytes,
         outcome: Outcome::Downloaded,
     });
-    Ok(())
-}
-
-/// Deletes a tag: `DELETE` by tag where the registry supports it; otherwise (Distribution
-/// 2.x answers UNSUPPORTED) the tag is pointed at a unique empty manifest, which is then
-/// deleted by digest, as regclient does. The image it named stays reachable by digest.
-async fn tag_delete(client: &vch_registry::Client, repo: &str, tag: &str) -> anyhow::Result<()> {
-    match client.manifest_delete(repo, tag).await {
-        Ok(()) => return Ok(()),
-        Err(e) if e.has_code("UNSUPPORTED") || matches!(e.status(), Some(400 | 405)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    // The tag must exist (otherwise this would create and delete a new one silently).
-    client
-        .manifest_head(repo, tag)
-        .await?
-        .with_context(|| format!("{repo}:{tag}: manifest unknown"))?;
-    let config = Bytes::from_static(b"{}");
-    let config_digest = client.push_blob(repo, config.clone()).await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dummy = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_digest.to_string(), "size": 2},
-        "layers": [],
-        "annotations": {"org.example.regctl.tag-delete": format!("{tag} {now}")},
-    });
-    let digest = client
-        .manifest_put(repo, tag, OCI_MANIFEST, Bytes::from(dummy.to_string()))
-        .await?;
-    client.manifest_delete(repo, digest.as_str()).await?;
     Ok(())
 }

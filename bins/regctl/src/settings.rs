@@ -159,16 +159,33 @@ pub(crate) struct Clients {
 impl Clients {
     /// A client for `host`.
     pub(crate) async fn client(&self, host: &str) -> anyhow::Result<Client> {
+        self.client_with(host, None).await
+    }
+
+    /// A client for `host` whose transport is `tls` when given (a replication endpoint's
+    /// URL scheme and `verify_tls`), else regctl's setting or the policy's.
+    pub(crate) async fn client_with(
+        &self,
+        host: &str,
+        tls: Option<TlsMode>,
+    ) -> anyhow::Result<Client> {
         let hc = self.config.hosts.get(host).cloned().unwrap_or_default();
-        let mut tls = hc.tls;
         let mut builder = HostSettings::builder(host);
+        let mut policy_tls = None;
         if let Some(gate) = &self.policy {
             // The policy decides secure or insecure; its CAs are trusted like --registry-ca.
-            tls = gate.check(host)?;
+            policy_tls = Some(gate.check(host)?);
             for ca in &gate.ca {
                 builder = builder.ca_file(gate.base_dir.join(ca));
             }
         }
+        if policy_tls == Some(TlsMode::Enabled) && tls.is_some_and(|t| t != TlsMode::Enabled) {
+            bail!(
+                "{host}: the policy lists it as a secure registry; its endpoint must be \
+                 https:// with verify_tls = true"
+            );
+        }
+        let tls = tls.or(policy_tls).unwrap_or(hc.tls);
         for ca in &hc.cacert {
             builder = builder.ca_file(ca);
         }

@@ -949,6 +949,50 @@ impl Client {
         Ok(())
     }
 
+    /// Deletes a tag, leaving the manifest it named reachable by digest: `DELETE` by tag
+    /// where the registry supports it; otherwise (Distribution 2.x answers `UNSUPPORTED`)
+    /// the tag is pointed at a unique empty manifest, which is then deleted by digest, as
+    /// regclient does.
+    ///
+    /// # Errors
+    /// [`Error::Manifest`] when the tag does not exist; [`Error::Registry`] where deletes
+    /// are disabled.
+    pub async fn tag_delete(&self, repo: &str, tag: &str) -> Result<()> {
+        match self.manifest_delete_only(repo, tag).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.has_code("UNSUPPORTED") || matches!(e.status(), Some(400 | 405)) => {}
+            Err(e) => return Err(e),
+        }
+        // The tag must exist (otherwise this would create and delete a new one silently).
+        if self.manifest_head(repo, tag).await?.is_none() {
+            return Err(Error::Manifest {
+                reference: format!("{repo}:{tag}"),
+                reason: "manifest unknown".into(),
+            });
+        }
+        let config = Bytes::from_static(b"{}");
+        let config_digest = self.push_blob(repo, config).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dummy = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::manifest::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_digest.to_string(), "size": 2},
+            "layers": [],
+            "annotations": {"org.example.regctl.tag-delete": format!("{tag} {now}")},
+        });
+        let digest = self
+            .manifest_put(
+                repo,
+                tag,
+                crate::manifest::OCI_MANIFEST,
+                Bytes::from(dummy.to_string()),
+            )
+            .await?;
+        self.manifest_delete_only(repo, digest.as_str()).await
+    }
+
     /// `DELETE` a manifest, nothing else.
     pub(crate) async fn manifest_delete_only(&self, repo: &str, reference: &str) -> Result<()> {
         let url = format!("/v2/{repo}/manifests/{reference}");

@@ -88,6 +88,10 @@ pub enum CopyEvent {
 /// A progress callback.
 pub type Progress = Arc<dyn Fn(&CopyEvent) + Send + Sync>;
 
+/// Names a repository of the target registry that holds a blob (by digest), so a blob the
+/// target repository lacks is mounted from there instead of streamed from the source.
+pub type MountHint = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// How to copy.
 #[derive(Clone)]
 #[must_use]
@@ -96,6 +100,7 @@ pub struct CopyOptions {
     concurrency: usize,
     progress: Option<Progress>,
     referrers: bool,
+    mount_hint: Option<MountHint>,
 }
 
 impl std::fmt::Debug for CopyOptions {
@@ -115,6 +120,7 @@ impl Default for CopyOptions {
             concurrency: DEFAULT_CONCURRENCY,
             progress: None,
             referrers: false,
+            mount_hint: None,
         }
     }
 }
@@ -136,6 +142,15 @@ impl CopyOptions {
     /// Calls `progress` as blobs and manifests complete.
     pub fn progress(mut self, progress: Progress) -> Self {
         self.progress = Some(progress);
+        self
+    }
+
+    /// Asks `hint` where the target registry already holds a blob the target repository
+    /// lacks; a hinted blob is mounted from there (a cross-repository mount; the registry
+    /// may still refuse, and the blob is then streamed). Replication passes the
+    /// repositories it wrote earlier.
+    pub fn mount_hint(mut self, hint: MountHint) -> Self {
+        self.mount_hint = Some(hint);
         self
     }
 
@@ -451,13 +466,22 @@ async fn copy_blob_once(
     if dst.blob_head(dst_repo, digest).await?.is_some() {
         return Ok(BlobOutcome::Skipped);
     }
-    let session = if src.same_registry(dst) && src_repo != dst_repo {
-        match dst.mount(dst_repo, src_repo, digest).await? {
+    let hinted = options
+        .mount_hint
+        .as_ref()
+        .and_then(|hint| hint(digest.as_str()))
+        .filter(|repo| repo != dst_repo);
+    let mount_from = if src.same_registry(dst) && src_repo != dst_repo {
+        Some(src_repo.to_owned())
+    } else {
+        hinted
+    };
+    let session = match mount_from {
+        Some(from) => match dst.mount(dst_repo, &from, digest).await? {
             Mount::Mounted => return Ok(BlobOutcome::Mounted),
             Mount::Upload(session) => session,
-        }
-    } else {
-        dst.upload_start(dst_repo).await?
+        },
+        None => dst.upload_start(dst_repo).await?,
     };
     let checkpoints = Checkpoints::new(digest);
     let hook = progress_hook(options, blob);

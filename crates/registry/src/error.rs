@@ -268,6 +268,37 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A replication rules file is invalid; `item` names the rule or endpoint and the field.
+    #[error("{file}: {item}: {reason}")]
+    Rules {
+        /// The rules file (or `<string>` when parsed from text).
+        file: String,
+        /// Where: `rule "name", field tags`, `endpoint "dc1", field url`, `[retry]`, ….
+        item: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The replication state file cannot be read, written or locked.
+    #[error("replication state {path}: {reason}")]
+    State {
+        /// The state file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// A replication job did not complete.
+    #[error("rule {rule:?}, repository {repository}: {reason}")]
+    Replication {
+        /// The rule.
+        rule: String,
+        /// The source repository.
+        repository: String,
+        /// What failed (the last error).
+        reason: String,
+    },
+
     /// An internal invariant did not hold (a bug).
     #[error("internal error: {0}")]
     Unreachable(&'static str),

@@ -11,6 +11,8 @@ mod manifest;
 mod proxy;
 mod reference;
 mod referrers;
+#[cfg(feature = "replicate")]
+pub mod replicate;
 mod settings;
 mod transport;
 
@@ -22,7 +24,8 @@ pub use client::{
     Page, Ping, UploadSession,
 };
 pub use copy::{
-    BlobOutcome, CopyEvent, CopyOptions, CopyReport, DEFAULT_CONCURRENCY, Progress, copy_image,
+    BlobOutcome, CopyEvent, CopyOptions, CopyReport, DEFAULT_CONCURRENCY, MountHint, Progress,
+    copy_image,
 };
 pub use credentials::{AuthEntry, Credentials, DOCKER_HUB_AUTH_KEY, DockerConfig};
 pub use error::{Error, RegistryError, RegistryErrors, Result};

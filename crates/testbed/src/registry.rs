@@ -41,6 +41,7 @@ pub struct RegistryBuilder {
     tls: Option<(PathBuf, PathBuf)>,
     auth: Auth,
     timeout: Duration,
+    notify: Vec<String>,
 }
 
 impl Default for RegistryBuilder {
@@ -49,6 +50,7 @@ impl Default for RegistryBuilder {
             tls: None,
             auth: Auth::None,
             timeout: START_TIMEOUT,
+            notify: Vec::new(),
         }
     }
 }
@@ -77,6 +79,14 @@ impl RegistryBuilder {
         self
     }
 
+    /// Sends the registry's notifications (push, pull, delete, mount events) to `url`
+    /// (`notifications.endpoints[]`; repeatable), with a 2 s timeout and 1 s backoff so
+    /// tests see events within about a second and a dead listener does not stall them.
+    pub fn notify(mut self, url: impl Into<String>) -> Self {
+        self.notify.push(url.into());
+        self
+    }
+
     /// Bound on the wait for `/v2/` (default 60 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -102,49 +112,83 @@ impl RegistryBuilder {
             Auth::Htpasswd(users) => Some(write_htpasswd(&root.join("htpasswd"), users)?),
             _ => None,
         };
-        let config = config_yaml(
+        let mut config = config_yaml(
             &root.join("storage"),
             addr,
             self.tls.as_ref(),
             &self.auth,
             htpasswd.as_deref(),
         );
+        config.push_str(&notifications_yaml(&self.notify));
         let config_path = root.join("config.yml");
         std::fs::write(&config_path, config)
             .map_err(|e| Error::io(format!("write {}", config_path.display()), e))?;
 
-        let mut cmd = Command::new(binary);
-        cmd.arg("serve").arg(&config_path);
-        // REGISTRY_* variables override the config file; the machine's must not leak in.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REGISTRY_") {
-                cmd.env_remove(name);
-            }
-        }
-        let log = root.join("registry.log");
-        let mut proc = Supervised::spawn("docker-registry", cmd, &log, None)?;
         let tls = self.tls.is_some();
         let url = format!("{}://{addr}", if tls { "https" } else { "http" });
-        // The probe only asks whether it is up; trust is the tests' business.
-        let client = if tls {
-            HttpClient::tls_without_verification()
-        } else {
-            HttpClient::plain()
-        };
-        let probe_url = format!("{url}/v2/");
-        proc.wait_ready(self.timeout, || match client.get(&probe_url) {
-            Ok(r) if r.status == 200 || r.status == 401 => Ok(()),
-            Ok(r) => Err(format!("/v2/ answered {}: {}", r.status, r.text())),
-            Err(e) => Err(e.to_string()),
-        })?;
+        let proc = spawn_ready(binary, &config_path, root, &url, tls, self.timeout)?;
         tracing::info!(%url, "registry ready");
         Ok(Registry {
             proc,
             addr,
             url,
+            binary: binary.to_owned(),
+            config: config_path,
+            timeout: self.timeout,
             dir,
         })
     }
+}
+
+/// Starts `docker-registry serve CONFIG` (log appended to `registry.log` in `root`) and
+/// waits until `/v2/` answers.
+fn spawn_ready(
+    binary: &Path,
+    config_path: &Path,
+    root: &Path,
+    url: &str,
+    tls: bool,
+    timeout: Duration,
+) -> Result<Supervised> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("serve").arg(config_path);
+    // REGISTRY_* variables override the config file; the machine's must not leak in.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("REGISTRY_") {
+            cmd.env_remove(name);
+        }
+    }
+    let log = root.join("registry.log");
+    let mut proc = Supervised::spawn("docker-registry", cmd, &log, None)?;
+    // The probe only asks whether it is up; trust is the tests' business.
+    let client = if tls {
+        HttpClient::tls_without_verification()
+    } else {
+        HttpClient::plain()
+    };
+    let probe_url = format!("{url}/v2/");
+    proc.wait_ready(timeout, || match client.get(&probe_url) {
+        Ok(r) if r.status == 200 || r.status == 401 => Ok(()),
+        Ok(r) => Err(format!("/v2/ answered {}: {}", r.status, r.text())),
+        Err(e) => Err(e.to_string()),
+    })?;
+    Ok(proc)
+}
+
+/// The `notifications` section: one endpoint per URL, quick to deliver and to give up.
+fn notifications_yaml(urls: &[String]) -> String {
+    if urls.is_empty() {
+        return String::new();
+    }
+    let mut y = String::from("notifications:\n  endpoints:\n");
+    for (i, url) in urls.iter().enumerate() {
+        y.push_str(&format!(
+            "    - name: vch-testbed-{i}\n      url: {}\n      timeout: 2s\n      \
+             threshold: 3\n      backoff: 1s\n",
+            quote(url)
+        ));
+    }
+    y
 }
 
 fn write_htpasswd(path: &Path, users: &[(String, String)]) -> Result<PathBuf> {
@@ -230,6 +274,9 @@ pub struct Registry {
     proc: Supervised,
     addr: SocketAddr,
     url: String,
+    binary: PathBuf,
+    config: PathBuf,
+    timeout: Duration,
     dir: tempfile::TempDir,
 }
 
@@ -282,6 +329,33 @@ impl Registry {
     pub fn pid(&self) -> Option<u32> {
         self.proc.pid()
     }
+
+    /// Stops the registry (SIGTERM, then SIGKILL after the grace period); its storage and log
+    /// stay for [`Registry::restart`]. Idempotent.
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    /// Starts the registry again with the same config, port and storage (after
+    /// [`Registry::stop`]; a running one is stopped first). The log continues in the same
+    /// file.
+    ///
+    /// # Errors
+    /// As [`RegistryBuilder::start`]; [`Error::Timeout`] also when another process took
+    /// the port meanwhile.
+    pub fn restart(&mut self) -> Result<()> {
+        self.proc.stop();
+        let tls = self.url.starts_with("https://");
+        self.proc = spawn_ready(
+            &self.binary,
+            &self.config,
+            self.dir.path(),
+            &self.url,
+            tls,
+            self.timeout,
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +376,21 @@ mod tests {
         assert!(y.contains("  addr: \"127.0.0.1:5000\"\n"));
         assert!(!y.contains("tls:"));
         assert!(!y.contains("auth:"));
+    }
+
+    #[test]
+    fn notifications_section() {
+        assert_eq!(notifications_yaml(&[]), "");
+        let y = notifications_yaml(&["http://127.0.0.1:9/notify/src".to_owned()]);
+        assert!(
+            y.starts_with("notifications:\n  endpoints:\n    - name: vch-testbed-0\n"),
+            "{y}"
+        );
+        assert!(
+            y.contains("      url: \"http://127.0.0.1:9/notify/src\"\n"),
+            "{y}"
+        );
+        assert!(y.contains("      backoff: 1s\n"), "{y}");
     }
 
     #[test]

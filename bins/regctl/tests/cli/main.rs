@@ -9,6 +9,7 @@ mod completion;
 mod interop;
 mod progress;
 mod proxy;
+mod replicate;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -68,3 +68,55 @@ pub(crate) fn manifest_decode(data: &[u8]) {
         assert!(d.platform.as_ref().is_some_and(|q| q.satisfies(&p)));
     }
 }
+
+/// Replication rules parsing never panics; a file that loads loads again identically, every
+/// rule names endpoints of the file, its filters and name mapping answer on any name, and no
+/// two rules are both enabled under one name.
+pub(crate) fn replication_rules(data: &[u8]) {
+    use vch_registry::replicate::Rules;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let dir = std::path::Path::new("/rules");
+    let Ok(rules) = Rules::parse(text, "fuzz.toml", dir) else {
+        return;
+    };
+    let again = Rules::parse(text, "fuzz.toml", dir).expect("a file that loaded loads again");
+    assert_eq!(rules.rules.len(), again.rules.len());
+    assert!(rules.state.starts_with(dir) || rules.state.is_absolute());
+    let mut names = std::collections::HashSet::new();
+    for rule in &rules.rules {
+        assert!(names.insert(rule.name.as_str()), "{} twice", rule.name);
+        assert!(rules.endpoints.contains_key(&rule.from));
+        assert!(rules.endpoints.contains_key(&rule.to));
+        assert!(rule.concurrency > 0);
+        for name in ["a", "a/b", "team-a/app", "", "x/y/z", "v1.0-rc1"] {
+            let _ = rule.repositories.matches(name);
+            let _ = rule.tags.matches(name);
+            let dest = rule.destination(name);
+            if !name.is_empty() {
+                assert!(
+                    !dest.is_empty() && !dest.starts_with('/'),
+                    "{name} -> {dest}"
+                );
+            }
+        }
+    }
+    assert!(rules.retry.attempts > 0 && rules.retry.initial <= rules.retry.max);
+}
+
+/// Notification envelopes never panic the parser; what it keeps are pushes and deletes of a
+/// non-empty repository named in the input.
+pub(crate) fn notify_envelope(data: &[u8]) {
+    let Ok(events) = vch_registry::replicate::parse_envelope(data) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(data);
+    for e in events {
+        assert!(!e.repository.is_empty());
+        // JSON escapes may spell it differently; the plain ones appear verbatim.
+        if !text.contains('\\') {
+            assert!(text.contains(&e.repository), "{:?}", e.repository);
+        }
+    }
+}

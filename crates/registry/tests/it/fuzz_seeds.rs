@@ -61,10 +61,31 @@ fn manifests() -> Vec<String> {
     ]
 }
 
+const RULES: &[&str] = &[
+    "[[endpoint]]\nname = \"a\"\nurl = \"https://a.example:5000\"\n[[endpoint]]\nname = \"b\"\nurl = \"http://127.0.0.1:5001/\"\nverify_tls = false\n[[rule]]\nname = \"r\"\nfrom = \"a\"\nto = \"b\"\nrepositories = [\"team-a/**\"]\nexclude_tags = [\"*-rc*\"]\ndest_namespace = \"mirror\"\nflatten = 1\ntrigger = \"cron 0 */2 * * mon-fri\"\ndeletions = true\n[retry]\ninitial = \"1s\"\nmax = \"1m\"\nattempts = 3\n",
+    "state = \"s.json\"\n[[endpoint]]\nname = \"a\"\nurl = \"https://a\"\n[[endpoint]]\nname = \"b\"\nurl = \"https://b\"\n[[rule]]\nname = \"x\"\nfrom = \"a\"\nto = \"b\"\ntrigger = \"every 1h30m\"\n[[rule]]\nname = \"y\"\nfrom = \"b\"\nto = \"a\"\ntags = [\"{v1,v2}\", \"v?\"]\ntrigger = \"immediate\"\n",
+    "[[endpoint]]\nname = \"a\"\nurl = \"ftp://a\"\n",
+    "[[rule]]\nname = 1\n",
+    "[[endpoint]]\nname = \"a\"\nurl = \"https://a\"\n[[rule]]\nname = \"r\"\nfrom = \"a\"\nto = \"a\"\nflatten = 99\nconcurrency = 0\n",
+    "[[endpoint]]\nname = \"a\"\nurl = \"https://[::1]:5000\"\n[[endpoint]]\nname = \"b\"\nurl = \"https://b\"\n[[rule]]\nname = \"r\"\nfrom = \"a\"\nto = \"b\"\nrepositories = [\"a/{b\"]\n",
+    "unknown = true\n",
+];
+
+const ENVELOPES: &[&str] = &[
+    r#"{"events":[{"id":"1","action":"push","target":{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:ab","repository":"team-a/app","tag":"v1"},"request":{"host":"127.0.0.1:5000","method":"PUT"}}]}"#,
+    r#"{"events":[{"action":"delete","target":{"repository":"a/b","digest":"sha256:ab"}},{"action":"pull","target":{"repository":"a/b"}}]}"#,
+    r#"{"events":[{"action":"push","target":{"mediaType":"application/octet-stream","repository":"x"}}]}"#,
+    r#"{"events":[]}"#,
+    r#"{"events":[{"action":"push","target":{"repository":"a/b","tag":"v1"}}]}"#,
+    r#"{"events":{}}"#,
+];
+
 fn seeds(target: &str) -> Vec<String> {
     match target {
         "www_authenticate" => CHALLENGES.iter().map(|s| (*s).to_owned()).collect(),
         "link_header" => LINKS.iter().map(|s| (*s).to_owned()).collect(),
+        "replication_rules" => RULES.iter().map(|s| (*s).to_owned()).collect(),
+        "notify_envelope" => ENVELOPES.iter().map(|s| (*s).to_owned()).collect(),
         _ => manifests(),
     }
 }
@@ -88,6 +109,16 @@ fn corpus() -> SeedCorpus {
                 name: "manifest_decode",
                 check: fuzz_checks::manifest_decode,
                 seeds: seeds("manifest_decode"),
+            },
+            SeedTarget {
+                name: "replication_rules",
+                check: fuzz_checks::replication_rules,
+                seeds: seeds("replication_rules"),
+            },
+            SeedTarget {
+                name: "notify_envelope",
+                check: fuzz_checks::notify_envelope,
+                seeds: seeds("notify_envelope"),
             },
         ],
     )
@@ -121,4 +152,18 @@ fn seeds_reach_past_the_parsers() {
         .filter(|m| vch_registry::Manifest::decode(m.as_bytes(), None).is_ok())
         .count();
     assert_eq!(decoded, 4);
+    let loaded = RULES
+        .iter()
+        .filter(|r| {
+            vch_registry::replicate::Rules::parse(r, "t", std::path::Path::new("/")).is_ok()
+        })
+        .count();
+    assert_eq!(loaded, 2);
+    let kept = ENVELOPES
+        .iter()
+        .filter(|e| {
+            vch_registry::replicate::parse_envelope(e.as_bytes()).is_ok_and(|v| !v.is_empty())
+        })
+        .count();
+    assert_eq!(kept, 3);
 }
