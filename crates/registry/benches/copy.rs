@@ -26,70 +26,19 @@
     reason = "a benchmark binary: failures panic, results are printed"
 )]
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use vch_registry::{Client, Digest, HostSettings, PlainHttp};
+use vch_registry::Digest;
 use vch_testbed::{HttpClient, PushedImage, Registry, TestImage};
 
+use common::{cpu_of, load_average, median, plain_client, timed};
+
 const SAMPLES: usize = 5;
-
-fn plain_client(reg: &Registry) -> Client {
-    let s = HostSettings::builder(reg.addr())
-        .dangerous()
-        .plain_http(PlainHttp::Only)
-        .build()
-        .unwrap();
-    Client::builder(reg.addr()).settings(s).build().unwrap()
-}
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_of(pid: Option<u32>) -> f64 {
-    let Some(pid) = pid else { return 0.0 };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // CLK_TCK is 100 on Linux.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Runs a command under /usr/bin/time (with `REGCTL_CONFIG` when given); returns (wall
-/// seconds, peak RSS KiB, CPU seconds).
-fn timed(cmd: &str, args: &[&str], config: Option<&std::path::Path>) -> (f64, u64, f64) {
-    let mut c = Command::new("/usr/bin/time");
-    if let Some(config) = config {
-        c.env("REGCTL_CONFIG", config);
-    }
-    let out = c
-        .arg("-f")
-        .arg("TIME %e %M %U %S")
-        .arg(cmd)
-        .args(args)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{cmd} {args:?}: {err}");
-    let line = err.lines().rev().find(|l| l.starts_with("TIME ")).unwrap();
-    let mut parts = line.split_whitespace().skip(1);
-    let secs: f64 = parts.next().unwrap().parse().unwrap();
-    let rss: u64 = parts.next().unwrap().parse().unwrap();
-    let user: f64 = parts.next().unwrap().parse().unwrap();
-    let sys: f64 = parts.next().unwrap().parse().unwrap();
-    (secs, rss, user + sys)
-}
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
@@ -144,11 +93,6 @@ impl Row {
             cpu.join(" / ")
         );
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Uploads the image's blobs from memory into a fresh registry with all uploads in parallel,
@@ -245,7 +189,7 @@ impl CurlFiles {
         let (t, _, c) = timed(
             "sh",
             &[&script, &parallel.to_string(), dst.url(), "ingest/app", dir],
-            None,
+            &[],
         );
         let dst_cpu = cpu_of(dst.pid()) - d0;
         let client = plain_client(&dst);
@@ -355,7 +299,7 @@ fn scenario(
                     "--concurrency",
                     &conc_s,
                 ],
-                Some(&home.path().join("regctl.json")),
+                &[("REGCTL_CONFIG", &home.path().join("regctl.json"))],
             );
             rows[i].add(
                 t,
@@ -375,7 +319,7 @@ fn scenario(
                 &format!("docker://{src_ref}"),
                 &format!("docker://{}/bench/app:v1", dst.addr()),
             ],
-            None,
+            &[],
         );
         let n = concurrencies.len();
         rows[n].add(
@@ -406,7 +350,7 @@ fn scenario(
         let (t, _, _) = timed(
             regctl,
             &["image", "copy", &src_ref, &dst_ref],
-            Some(&home.path().join("regctl.json")),
+            &[("REGCTL_CONFIG", &home.path().join("regctl.json"))],
         );
         times.push(t);
     }

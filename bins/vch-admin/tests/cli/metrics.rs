@@ -4,7 +4,7 @@
 //! `prometheus` package is installed.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use vch_testbed::{Dockerd, Registry, TestImage};
 
-use crate::serve::{Serving, signal};
+use crate::serve::{Serving, line_with, signal};
 
 fn vch_admin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vch-admin"))
@@ -35,40 +35,11 @@ fn create(dir: &Path, listen: &str, docker_host: &str, whitelist: &[&str]) {
     );
 }
 
-/// Starts `vch-admin serve DIR ARGS`; returns it and its stderr lines (drained on a thread) once
-/// it has printed its banner.
+/// Starts `vch-admin serve DIR ARGS` with the audit log discarded.
 fn serve(dir: &Path, args: &[&str]) -> (Serving, Receiver<String>) {
-    let mut child = vch_admin()
-        .arg("serve")
-        .arg(dir)
-        .args(args)
-        .args(["--audit-log", "/dev/null"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let serving = Serving(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (serving, rx)
-}
-
-/// The next stderr line containing `what`, within 30 s.
-fn line_with(rx: &Receiver<String>, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(what) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no stderr line with {what:?}; saw {seen:#?}");
+    let mut args = args.to_vec();
+    args.extend(["--audit-log", "/dev/null"]);
+    Serving::spawn(dir, &args, &[])
 }
 
 /// The address in `vch-admin: metrics on http://ADDR/metrics`.

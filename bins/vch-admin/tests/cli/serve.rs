@@ -4,7 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use vch_testbed::Dockerd;
@@ -46,6 +47,60 @@ impl Drop for Serving {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+impl Serving {
+    /// Starts `vch-admin serve DIR ARGS` with `env` added; its stderr lines arrive on the
+    /// receiver (drained on a thread, so the server never blocks on them).
+    pub(crate) fn spawn(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> (Serving, Receiver<String>) {
+        let mut cmd = vch_admin();
+        cmd.arg("serve").arg(dir).args(args).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (Serving(child), rx)
+    }
+
+    /// Waits up to 20 s for the process to exit (after a SIGTERM).
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The next stderr line containing `what`, within 30 s.
+pub(crate) fn line_with(rx: &Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no stderr line with {what:?} within 30 s; saw {seen:#?}");
 }
 
 #[test]
@@ -205,17 +260,7 @@ fn create_then_serve_with_reload_and_shutdown() {
     // SIGTERM: a clean exit.
     let mut serving = serving;
     signal(&serving.0, "-TERM");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = serving.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = serving.wait_exit();
     assert!(status.success(), "{status}");
 }
 

@@ -2,18 +2,17 @@
 //! `Type=notify` protocol), the audit log rotated by the real logrotate with the shipped config
 //! while requests keep coming, and systemd's own check of the shipped unit.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use vch_testbed::Dockerd;
 
-use crate::serve::{Serving, signal};
+use crate::serve::{Serving, line_with, signal};
 
 fn vch_admin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vch-admin"))
@@ -46,39 +45,6 @@ fn create(tmp: &Path, name: &str, docker_host: &str) -> (PathBuf, String) {
     (dir, listen)
 }
 
-/// Spawns `vch-admin serve` with `extra` arguments and environment; stderr lines arrive on the
-/// receiver.
-fn serve(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> (Serving, Receiver<String>) {
-    let mut cmd = vch_admin();
-    cmd.arg("serve").arg(dir).args(args).stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (Serving(child), rx)
-}
-
-/// The next stderr line containing `what`, within 20 s.
-fn wait_line(rx: &Receiver<String>, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(what) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no stderr line with {what:?} within 20 s; saw {seen:#?}");
-}
-
 /// The next notification datagram, within 20 s.
 fn next_message(socket: &UnixDatagram) -> String {
     socket
@@ -91,20 +57,6 @@ fn next_message(socket: &UnixDatagram) -> String {
     String::from_utf8(buf[..len].to_vec()).unwrap()
 }
 
-fn wait_exit(serving: &mut Serving) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = serving.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn serve_tells_the_service_manager_ready_reloading_and_stopping() {
     let tmp = tempfile::tempdir().unwrap();
@@ -113,7 +65,7 @@ fn serve_tells_the_service_manager_ready_reloading_and_stopping() {
     let (dir, listen) = create(tmp.path(), "vchn", &format!("unix://{}", engine.display()));
     let notify = tmp.path().join("notify.sock");
     let manager = UnixDatagram::bind(&notify).unwrap();
-    let (mut serving, _stderr) = serve(&dir, &[], &[("NOTIFY_SOCKET", &notify)]);
+    let (mut serving, _stderr) = Serving::spawn(&dir, &[], &[("NOTIFY_SOCKET", &notify)]);
 
     let ready = next_message(&manager);
     assert!(ready.starts_with("READY=1\n"), "{ready}");
@@ -152,7 +104,7 @@ fn serve_tells_the_service_manager_ready_reloading_and_stopping() {
     signal(&serving.0, "-TERM");
     let stopping = next_message(&manager);
     assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
-    assert!(wait_exit(&mut serving).success());
+    assert!(serving.wait_exit().success());
 }
 
 /// One request on the plain unix listener; true when a whole HTTP response came back.
@@ -188,7 +140,7 @@ fn logrotate_rotates_the_audit_log_under_load_without_losing_or_splitting_a_line
     std::fs::create_dir_all(&logs).unwrap();
     let audit = logs.join("audit.jsonl");
     let unix = tmp.path().join("vch.sock");
-    let (serving, stderr) = serve(
+    let (serving, stderr) = Serving::spawn(
         &dir,
         &[
             "--audit-log",
@@ -198,7 +150,7 @@ fn logrotate_rotates_the_audit_log_under_load_without_losing_or_splitting_a_line
         ],
         &[],
     );
-    wait_line(&stderr, "serves Docker API");
+    line_with(&stderr, "serves Docker API");
 
     // The shipped logrotate config, aimed at this log directory and this process (instead of
     // `systemctl reload`), with a state file of its own.
@@ -251,7 +203,7 @@ fn logrotate_rotates_the_audit_log_under_load_without_losing_or_splitting_a_line
             "logrotate round {round}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        wait_line(&stderr, "reopened the audit log");
+        line_with(&stderr, "reopened the audit log");
     }
     std::thread::sleep(Duration::from_millis(400));
     stop.store(true, Ordering::Relaxed);
