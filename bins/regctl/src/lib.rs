@@ -1,7 +1,8 @@
 //! The `regctl` command line: argument structs and `run()`, here so tests can reach them.
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 usage (clap's own exit code for bad
-//! arguments).
+//! arguments, and a [`Usage`] error: input that is wrong before anything is tried, such as a
+//! replication rules file that does not load).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -30,6 +31,21 @@ pub use settings::{Config, HostConfig, TlsMode};
 
 /// Exit code for a failed operation.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit code for wrong input, as clap's for bad arguments.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Input that is wrong before anything is tried (a rules file that does not load): exit
+/// [`EXIT_USAGE`], so a script tells it from an operation that failed (exit 1) and may be retried.
+#[derive(Debug)]
+pub struct Usage(pub anyhow::Error);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
 
 /// Inspect, copy and delete images in Registry v2 / OCI registries.
 #[derive(Debug, Parser)]
@@ -290,7 +306,11 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         }
     });
     eprintln!("regctl: {line}");
-    ExitCode::from(EXIT_FAILED)
+    if err.downcast_ref::<Usage>().is_some() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
 }
 
 fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {

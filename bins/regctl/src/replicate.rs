@@ -49,7 +49,7 @@ pub enum ReplicateCmd {
 pub(crate) async fn run(cmd: ReplicateCmd, clients: &Clients, json: bool) -> anyhow::Result<()> {
     match cmd {
         ReplicateCmd::Run { rules, names } => {
-            let rules = Rules::load(&rules)?;
+            let rules = Rules::load(&rules).map_err(|e| crate::Usage(e.into()))?;
             let rep = Arc::new(replicator(rules, clients, None).await?);
             let summaries = rep.run(&names, &CancelToken::new()).await?;
             let failed: usize = summaries
@@ -103,7 +103,7 @@ pub(crate) async fn run(cmd: ReplicateCmd, clients: &Clients, json: bool) -> any
         }
         ReplicateCmd::Serve { rules, listen } => serve(&rules, listen, clients).await,
         ReplicateCmd::Status { rules } => {
-            let rules = Rules::load(&rules)?;
+            let rules = Rules::load(&rules).map_err(|e| crate::Usage(e.into()))?;
             let state = StateData::read(&rules.state)?;
             if json {
                 return crate::print_json(&serde_json::to_value(&state)?);
@@ -148,7 +148,7 @@ async fn replicator(
 
 async fn serve(path: &Path, listen: SocketAddr, clients: &Clients) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let rules = Rules::load(path)?;
+    let rules = Rules::load(path).map_err(|e| crate::Usage(e.into()))?;
     let rep = Arc::new(replicator(rules, clients, None).await?);
     let state = rep.state().clone();
     let listener = tokio::net::TcpListener::bind(listen)

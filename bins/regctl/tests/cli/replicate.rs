@@ -557,13 +557,21 @@ fn bad_rules_files_are_refused_with_the_rule_and_field() {
         "[[endpoint]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
          [[rule]]\nname = \"r\"\nfrom = \"a\"\nto = \"b\"\n",
     );
-    let out = home.run(&["replicate", "run", "--rules", rules.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("rule \"r\"") && err.contains("field to"),
-        "{err}"
-    );
+    // A rules file that does not load is wrong input, exit 2 as clap's usage errors, never the
+    // exit 1 of a job that failed and may be retried; for each command.
+    for cmd in ["run", "status", "serve"] {
+        let mut args = vec!["replicate", cmd, "--rules", rules.to_str().unwrap()];
+        if cmd == "serve" {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        let out = home.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("rule \"r\"") && err.contains("field to"),
+            "{cmd}: {err}"
+        );
+    }
     // Usage errors are clap's exit 2.
     let out = home.run(&["replicate", "run"]);
     assert_eq!(out.status.code(), Some(2));
