@@ -484,10 +484,14 @@ impl Replicator {
             let sem = Arc::new(Semaphore::new(rule.concurrency));
             let mut jobs = JoinSet::new();
             for repo in repos {
-                let (me, rule, cancel, sem) =
-                    (self.clone(), rule.clone(), cancel.clone(), sem.clone());
+                // The permit is taken here, not in the task: repositories start in catalog
+                // order (tasks race for a permit), which makes runs repeatable.
+                let Ok(permit) = Arc::clone(&sem).acquire_owned().await else {
+                    break;
+                };
+                let (me, rule, cancel) = (self.clone(), rule.clone(), cancel.clone());
                 jobs.spawn(async move {
-                    let _permit = sem.acquire_owned().await;
+                    let _permit = permit;
                     let r = me.sync_with_retries(&rule, &repo, None, &cancel).await;
                     (repo, r)
                 });
