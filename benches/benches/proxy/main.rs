@@ -21,6 +21,7 @@
 //! cargo bench -p vch-benches --bench proxy -- --phases ping,idle  # some phases only
 //! cargo bench -p vch-benches --bench proxy -- --phases build      # POST /build only (~2 min)
 //! VCH_BENCH_BASELINE=/path/to/older/bench-exe cargo bench ... # A/B: that build's endpoint too
+//! VCH_BENCH_METRICS=1 cargo bench ... -- --phases ping  # A/B: the endpoint with --metrics too
 //! ```
 #![allow(
     clippy::print_stdout,
@@ -57,6 +58,9 @@ const SMALL_FILE: &str = "small.bin";
 /// its `vch-admin serve` runs as two more targets ("baseline …"), so that a change is measured
 /// side by side with what it changes, in the same run.
 const BASELINE_ENV: &str = "VCH_BENCH_BASELINE";
+/// When set, the endpoint also runs with Prometheus metrics on (`--metrics`), as two more
+/// targets ("vch+metrics …"): what counting costs, side by side in the same run.
+const METRICS_ENV: &str = "VCH_BENCH_METRICS";
 /// The phases, in the order they run (all by default).
 const PHASES: [&str; 5] = ["ping", "stream", "memory", "build", "idle"];
 /// The tag the build phase gives its image (removed after each build).
@@ -364,6 +368,13 @@ fn run() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let with_metrics = match std::env::var_os(METRICS_ENV) {
+        Some(_) => Some((
+            Vch::start_with_metrics(&bench.plain_dir, bench.config.idle + 64)?,
+            Vch::start_with_metrics(&bench.mtls_dir, bench.config.idle + 64)?,
+        )),
+        None => None,
+    };
     let mut targets = vec![
         Target {
             name: "direct unix",
@@ -434,6 +445,24 @@ fn run() -> anyhow::Result<()> {
             },
         ]);
     }
+    if let Some((plain, mtls)) = &with_metrics {
+        targets.extend([
+            Target {
+                name: "vch+metrics tcp→unix",
+                dial: Dial::Tcp(plain.addr),
+                relay: Some(plain.pid()),
+                ping: PING,
+                engine,
+            },
+            Target {
+                name: "vch+metrics mtls→unix",
+                dial: Dial::Tls(mtls.addr, Arc::clone(&bench.tls_client)),
+                relay: Some(mtls.pid()),
+                ping: PING,
+                engine,
+            },
+        ]);
+    }
     report += &tls_suites(&targets)?;
 
     if bench.config.wants("ping") {
@@ -456,7 +485,15 @@ fn run() -> anyhow::Result<()> {
     }
     // Every request sent through a VCH left its audit line: the traffic really went through.
     let audit = (vch.audit_lines()?, vch_tls.audit_lines()?);
-    drop((vch, vch_tls, baseline));
+    // The endpoints with metrics counted what they served (a scrape of each).
+    if let Some((plain, mtls)) = &with_metrics {
+        let counted = (plain.requests_counted()?, mtls.requests_counted()?);
+        report += &format!(
+            "\nvch+metrics counted {} and {} requests (tcp, mtls; vch_requests_total)\n",
+            counted.0, counted.1
+        );
+    }
+    drop((vch, vch_tls, baseline, with_metrics));
     if bench.config.wants("memory") {
         bench.config.check_time("the memory phase")?;
         report += &bench.memory()?;

@@ -86,7 +86,25 @@ impl Vch {
     /// Starts `vch-admin serve DIR --listen 127.0.0.1:0` with the audit log in a file (as a
     /// deployment would) and waits for the line that says where it listens.
     pub(crate) fn start(dir: &Path, max_connections: usize) -> anyhow::Result<Vch> {
-        Vch::start_from(vch_admin()?, dir.join("audit.log"), dir, max_connections)
+        Vch::start_from(
+            vch_admin()?,
+            dir.join("audit.log"),
+            dir,
+            max_connections,
+            &[],
+        )
+    }
+
+    /// The same with Prometheus metrics on (`--metrics 127.0.0.1:0`), to measure what counting
+    /// costs beside a VCH without (`VCH_BENCH_METRICS`, see `main.rs`).
+    pub(crate) fn start_with_metrics(dir: &Path, max_connections: usize) -> anyhow::Result<Vch> {
+        Vch::start_from(
+            vch_admin()?,
+            dir.join("audit-metrics.log"),
+            dir,
+            max_connections,
+            &["--metrics", "127.0.0.1:0"],
+        )
     }
 
     /// The same, run by another build of this bench (`VCH_BENCH_BASELINE`, see `main.rs`), with
@@ -101,6 +119,7 @@ impl Vch {
             dir.join("audit-baseline.log"),
             dir,
             max_connections,
+            &[],
         )
     }
 
@@ -109,10 +128,12 @@ impl Vch {
         audit_log: PathBuf,
         dir: &Path,
         max_connections: usize,
+        extra: &[&str],
     ) -> anyhow::Result<Vch> {
         cmd.arg("serve")
             .arg(dir)
             .args(["--listen", "127.0.0.1:0", "--shutdown-grace", "2"])
+            .args(extra)
             .arg("--max-connections")
             .arg(max_connections.to_string())
             .arg("--audit-log")
@@ -168,6 +189,30 @@ impl Vch {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The sum of `vch_requests_total` scraped from the metrics listener (`--metrics`), which
+    /// shows the requests were counted.
+    pub(crate) fn requests_counted(&self) -> anyhow::Result<f64> {
+        use std::io::{Read as _, Write as _};
+        let log = self.log();
+        let addr = log
+            .lines()
+            .find_map(|l| l.split_once("metrics on http://"))
+            .and_then(|(_, rest)| rest.strip_suffix("/metrics"))
+            .context("serve printed no metrics address")?;
+        let mut tcp = std::net::TcpStream::connect(addr)?;
+        write!(
+            tcp,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        tcp.read_to_string(&mut text)?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("vch_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// Lines in the audit log: one per request served.
