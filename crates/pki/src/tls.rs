@@ -384,6 +384,21 @@ mod tests {
         (addr, handle)
     }
 
+    /// One handshake and `/_ping` against a one-connection server with `config`, from a client
+    /// trusting `ca` with the certificate and key `client`, dialling `host`.
+    fn handshake(
+        config: ServerConfig,
+        ca: &Path,
+        client: Option<(&Path, &Path)>,
+        host: &str,
+    ) -> std::result::Result<Handshake, Error> {
+        let (addr, h) = serve_once(config);
+        let client = client_config(ca, client).unwrap();
+        let result = check_connection(&addr, host, Arc::new(client), Duration::from_secs(5));
+        h.join().unwrap();
+        result
+    }
+
     #[test]
     fn mutual_tls_accepts_our_client_and_rejects_others() {
         let dir = vch_dir();
@@ -399,56 +414,31 @@ mod tests {
             )
             .unwrap()
         };
-        let timeout = Duration::from_secs(5);
+        let ca = d.join("ca.pem");
+        let ours = (d.join("cert.pem"), d.join("key.pem"));
+        let ours = Some((ours.0.as_path(), ours.1.as_path()));
 
-        let (addr, h) = serve_once(server());
-        let client = client_config(
-            &d.join("ca.pem"),
-            Some((&d.join("cert.pem"), &d.join("key.pem"))),
-        )
-        .unwrap();
-        let hs = check_connection(&addr, "localhost", Arc::new(client), timeout).unwrap();
+        let hs = handshake(server(), &ca, ours, "localhost").unwrap();
         assert_eq!(hs.ping_status, "HTTP/1.1 200 OK");
         assert_eq!(hs.server_subject, "CN=localhost");
         assert_eq!(hs.protocol, "TLSv1_3");
-        h.join().unwrap();
 
         // No client certificate.
-        let (addr, h) = serve_once(server());
-        let anon = client_config(&d.join("ca.pem"), None).unwrap();
-        let err = check_connection(&addr, "localhost", Arc::new(anon), timeout).unwrap_err();
+        let err = handshake(server(), &ca, None, "localhost").unwrap_err();
         assert!(matches!(err, Error::Connect { .. }), "{err}");
-        h.join().unwrap();
 
         // A client certificate from another CA.
         let other = vch_dir();
-        let (addr, h) = serve_once(server());
-        let stranger = client_config(
-            &d.join("ca.pem"),
-            Some((
-                &other.path().join("cert.pem"),
-                &other.path().join("key.pem"),
-            )),
-        )
-        .unwrap();
-        let err = check_connection(&addr, "localhost", Arc::new(stranger), timeout).unwrap_err();
+        let (cert, key) = (other.path().join("cert.pem"), other.path().join("key.pem"));
+        let err = handshake(server(), &ca, Some((&cert, &key)), "localhost").unwrap_err();
         assert!(
             err.to_string().contains("refused") || err.to_string().contains("handshake"),
             "{err}"
         );
-        h.join().unwrap();
 
         // The server certificate does not name the host dialled.
-        let (addr, h) = serve_once(server());
-        let client = client_config(
-            &d.join("ca.pem"),
-            Some((&d.join("cert.pem"), &d.join("key.pem"))),
-        )
-        .unwrap();
-        let err =
-            check_connection(&addr, "elsewhere.example", Arc::new(client), timeout).unwrap_err();
+        let err = handshake(server(), &ca, ours, "elsewhere.example").unwrap_err();
         assert!(err.to_string().contains("handshake"), "{err}");
-        h.join().unwrap();
     }
 
     #[test]
@@ -493,26 +483,14 @@ mod tests {
             )
             .unwrap()
         };
-        let timeout = Duration::from_secs(5);
-        let (addr, h) = serve_once(server());
-        let good = client_config(
-            &d.join("ca.pem"),
-            Some((&d.join("cert.pem"), &d.join("key.pem"))),
-        )
-        .unwrap();
-        let hs = check_connection(&addr, "localhost", Arc::new(good), timeout).unwrap();
+        let ca = d.join("ca.pem");
+        let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+        let hs = handshake(server(), &ca, Some((&cert, &key)), "localhost").unwrap();
         assert_eq!(hs.ping_status, "HTTP/1.1 200 OK");
-        h.join().unwrap();
 
-        let (addr, h) = serve_once(server());
-        let bad = client_config(
-            &d.join("ca.pem"),
-            Some((&d.join("mallory.pem"), &d.join("mallory-key.pem"))),
-        )
-        .unwrap();
-        let err = check_connection(&addr, "localhost", Arc::new(bad), timeout).unwrap_err();
+        let (cert, key) = (d.join("mallory.pem"), d.join("mallory-key.pem"));
+        let err = handshake(server(), &ca, Some((&cert, &key)), "localhost").unwrap_err();
         assert!(err.to_string().contains("CertificateRevoked"), "{err}");
-        h.join().unwrap();
     }
 
     #[test]
@@ -541,12 +519,8 @@ mod tests {
             ClientAuth::None,
         )
         .unwrap();
-        let (addr, h) = serve_once(config);
-        let anon = client_config(&d.join("ca.pem"), None).unwrap();
-        let hs =
-            check_connection(&addr, "127.0.0.1", Arc::new(anon), Duration::from_secs(5)).unwrap();
+        let hs = handshake(config, &d.join("ca.pem"), None, "127.0.0.1").unwrap();
         assert_eq!(hs.ping_status, "HTTP/1.1 200 OK");
-        h.join().unwrap();
     }
 
     #[test]
