@@ -738,16 +738,21 @@ mod engine {
 mod policy_front {
     use super::*;
 
-    #[test]
-    fn whitelist_denies_and_allows_pulls() {
-        let allowed = Registry::start().unwrap();
-        let denied = Registry::start().unwrap();
+    /// Two registries, each holding `team/app:v1`: one to whitelist, one to be refused.
+    fn registries_with_team_app() -> (Registry, Registry) {
+        let (allowed, denied) = (Registry::start().unwrap(), Registry::start().unwrap());
         let client = HttpClient::plain();
         for r in [&allowed, &denied] {
             TestImage::random("team/app", "v1")
                 .push(&client, r.url())
                 .unwrap();
         }
+        (allowed, denied)
+    }
+
+    #[test]
+    fn whitelist_denies_and_allows_pulls() {
+        let (allowed, denied) = registries_with_team_app();
         let mut dinv = Start::new(&["-tls", "-whitelist-registry", &allowed.addr()]).start();
         dinv.trust_ca_for_cli();
         let out = dinv.stdout();
@@ -783,14 +788,7 @@ mod policy_front {
     /// with it.
     #[test]
     fn tlsverify_front_wants_the_client_trio_and_filters_pulls() {
-        let allowed = Registry::start().unwrap();
-        let denied = Registry::start().unwrap();
-        let client = HttpClient::plain();
-        for r in [&allowed, &denied] {
-            TestImage::random("team/app", "v1")
-                .push(&client, r.url())
-                .unwrap();
-        }
+        let (allowed, denied) = registries_with_team_app();
         let mut dinv = Start::new(&["-tlsverify", "-whitelist-registry", &allowed.addr()]).start();
         let out = dinv.stdout();
         assert!(out.contains("(tlsverify)"), "{out}");
